@@ -1,0 +1,21 @@
+"""vmap_core: the Linux vmalloc address-space allocator as a Python package.
+
+Free space in one augmented red-black tree (lowest fit, with alignment;
+coalescing free), busy areas sharded over per-CPU nodes by address, each
+node under its own spinlock, as in Linux mm/vmalloc.c since v6.9.
+
+    >>> from vmap_core import VmapSpace
+    >>> space = VmapSpace(0x10000, 0x100000, nr_nodes=4)
+    >>> a = space.alloc(0x3000)
+    >>> space.find(a + 0x1000)
+    VmapArea(start=0x10000, end=0x13000)
+
+:mod:`vmap_core.reference` holds the same API in plain Python (the oracle).
+"""
+
+from ._errors import VmapExhausted
+from ._space import VmapArea, VmapSpace
+
+__version__ = "1.0.0"
+
+__all__ = ["VmapArea", "VmapExhausted", "VmapSpace", "__version__"]

@@ -1,0 +1,237 @@
+# The invariant checker behind VmapSpace.check(), and the test-only hook that
+# breaks one invariant on purpose so the tests can show the checker fails.
+# Every function here runs with every lock of the space held and returns NULL
+# when all is well, else a message naming the broken invariant.
+
+from libc.stdlib cimport qsort
+
+
+cdef const char* rb_verify(va_t* n, va_t* parent, bint augmented, uint64_t lo, uint64_t hi,
+                           int* black_height) noexcept nogil:
+    """Colours, black heights, parent links, subtree_max_span, and address
+    order: every block of the subtree lies within [lo, hi]."""
+    cdef int lh = 0
+    cdef int rh = 0
+    cdef const char* err
+    if n == NULL:
+        black_height[0] = 1
+        return NULL
+    if rb_parent(n) != parent:
+        return "rb parent link: a child does not point back to its parent"
+    if n.last < n.start or n.start < lo or n.last > hi:
+        return "ordering: a block is out of address order in its tree"
+    if rb_is_red(n) and (rb_is_red(n.left) or rb_is_red(n.right)):
+        return "rb colours: a red node has a red child"
+    if n.left != NULL:
+        if n.start == 0:
+            return "ordering: a block is out of address order in its tree"
+        err = rb_verify(n.left, n, augmented, lo, n.start - 1, &lh)
+    else:
+        err = rb_verify(NULL, n, augmented, lo, hi, &lh)
+    if err != NULL:
+        return err
+    if n.right != NULL:
+        if n.last == UINT64_MAX:
+            return "ordering: a block is out of address order in its tree"
+        err = rb_verify(n.right, n, augmented, n.last + 1, hi, &rh)
+    else:
+        err = rb_verify(NULL, n, augmented, lo, hi, &rh)
+    if err != NULL:
+        return err
+    if lh != rh:
+        return "rb colours: black heights differ"
+    if augmented and n.aux != ft_subtree_max(n):
+        return "subtree_max_size: a node's value is not the max of its subtree"
+    black_height[0] = lh + (1 if rb_is_black(n) else 0)
+    return NULL
+
+
+cdef va_t* rb_next(va_t* n) noexcept nogil:
+    """In-order successor through parent links (rb_next())."""
+    cdef va_t* p
+    if n.right != NULL:
+        return rb_first(n.right)
+    p = rb_parent(n)
+    while p != NULL and n == p.right:
+        n = p
+        p = rb_parent(n)
+    return p
+
+
+cdef const char* list_verify(va_t* root, size_t expected) noexcept nogil:
+    """The prev/next list is the tree's in-order sequence, both ways."""
+    cdef va_t* n = rb_first(root)
+    cdef va_t* prev = NULL
+    cdef size_t count = 0
+    while n != NULL:
+        if n.prev != prev:
+            return "list: a prev link is wrong"
+        if n.next != rb_next(n):
+            return "list: a next link is not the in-order successor"
+        count += 1
+        if count > expected:
+            return "list: longer than the tree (a cycle or a stray record)"
+        prev = n
+        n = n.next
+    if prev != rb_last(root):
+        return "list: does not end at the tree's last node"
+    if count != expected:
+        return "list: does not hold every node of the tree"
+    return NULL
+
+
+cdef size_t rb_count(va_t* n) noexcept nogil:
+    if n == NULL:
+        return 0
+    return 1 + rb_count(n.left) + rb_count(n.right)
+
+
+ctypedef struct block_t:
+    uint64_t start
+    uint64_t last
+    int busy
+
+
+cdef int block_cmp(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<block_t*>a).start
+    cdef uint64_t y = (<block_t*>b).start
+    return (x > y) - (x < y)
+
+
+cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
+    """Everything check() promises; blocks has room for every record in use."""
+    cdef int bh = 0
+    cdef const char* err
+    cdef size_t nblocks = 0
+    cdef size_t nbusy, i
+    cdef unsigned k
+    cdef vnode_t* vn
+    cdef va_t* n
+    if s.free_root.node != NULL and rb_is_red(s.free_root.node):
+        return "rb colours: the free tree's root is red"
+    err = rb_verify(s.free_root.node, NULL, True, s.start, s.last, &bh)
+    if err != NULL:
+        return err
+    if rb_count(s.free_root.node) != s.nr_free:
+        return "counts: the free tree does not hold nr_free blocks"
+    err = list_verify(s.free_root.node, s.nr_free)
+    if err != NULL:
+        return err
+    n = rb_first(s.free_root.node)
+    while n != NULL:
+        if n.next != NULL and n.last + 1 == n.next.start:
+            return "coalescing: two free blocks touch"
+        blocks[nblocks].start = n.start
+        blocks[nblocks].last = n.last
+        blocks[nblocks].busy = 0
+        nblocks += 1
+        n = n.next
+    nbusy = 0
+    for k in range(s.nr_nodes):
+        vn = &s.nodes[k]
+        if vn.root.node != NULL and rb_is_red(vn.root.node):
+            return "rb colours: a node's busy-tree root is red"
+        err = rb_verify(vn.root.node, NULL, False, s.start, s.last, &bh)
+        if err != NULL:
+            return err
+        if rb_count(vn.root.node) != vn.nr_areas:
+            return "counts: a node's busy tree does not hold nr_areas areas"
+        err = list_verify(vn.root.node, vn.nr_areas)
+        if err != NULL:
+            return err
+        n = rb_first(vn.root.node)
+        while n != NULL:
+            if addr_to_node_id(s, n.start) != k:
+                return "node placement: a busy area is not in the node of its start"
+            blocks[nblocks].start = n.start
+            blocks[nblocks].last = n.last
+            blocks[nblocks].busy = 1
+            nblocks += 1
+            n = n.next
+        nbusy += vn.nr_areas
+    if s.slab.in_use != nblocks:
+        return "slab: records in use differ from free blocks + busy areas"
+    qsort(blocks, nblocks, sizeof(block_t), block_cmp)
+    if nblocks == 0 or blocks[0].start != s.start:
+        return "tiling: free and busy blocks do not begin at start"
+    for i in range(1, nblocks):
+        if blocks[i - 1].last == UINT64_MAX or blocks[i - 1].last + 1 != blocks[i].start:
+            return "tiling: a gap or an overlap between blocks"
+        if not blocks[i - 1].busy and not blocks[i].busy:
+            return "coalescing: two free blocks touch"
+    if blocks[nblocks - 1].last != s.last:
+        return "tiling: free and busy blocks do not reach end"
+    return NULL
+
+
+cdef va_t* node_with_areas(space_t* s, size_t min_areas) noexcept nogil:
+    cdef unsigned k
+    for k in range(s.nr_nodes):
+        if s.nodes[k].nr_areas >= min_areas:
+            return s.nodes[k].root.node
+    return NULL
+
+
+cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
+    """Break the one invariant named by kind; NULL on success, else why not."""
+    cdef va_t* root = s.free_root.node
+    cdef va_t* a
+    cdef va_t* b
+    cdef uint64_t t
+    cdef unsigned k
+    if strcmp(kind, "color") == 0:
+        if root == NULL:
+            return "needs a free block"
+        rb_set_color(root, RB_RED)
+    elif strcmp(kind, "subtree_max") == 0:
+        if root == NULL:
+            return "needs a free block"
+        root.aux += 1
+    elif strcmp(kind, "order") == 0:
+        # Swap the ranges of the first and last area of one node's busy tree.
+        root = node_with_areas(s, 2)
+        if root == NULL:
+            return "needs a node with two busy areas"
+        a = rb_first(root)
+        b = rb_last(root)
+        t = a.start; a.start = b.start; b.start = t
+        t = a.last; a.last = b.last; b.last = t
+    elif strcmp(kind, "coalesce") == 0:
+        # Split a free block in two records that touch.
+        a = rb_first(root)
+        while a != NULL and a.last - a.start < s.page_size:
+            a = a.next
+        if a == NULL:
+            return "needs a free block of two pages"
+        b = slab_alloc(&s.slab)
+        if b == NULL:
+            return "out of memory"
+        b.start = a.start + s.page_size
+        b.last = a.last
+        a.last = a.start + s.page_size - 1
+        ft_aug_propagate(a, NULL)
+        ft_insert(s, b)
+    elif strcmp(kind, "node_placement") == 0:
+        if s.nr_nodes < 2:
+            return "needs nr_nodes >= 2"
+        for k in range(s.nr_nodes):
+            a = s.nodes[k].root.node
+            if a != NULL:
+                bt_unlink(&s.nodes[k], a)
+                bt_insert(&s.nodes[(k + 1) % s.nr_nodes], a)
+                return NULL
+        return "needs a busy area"
+    elif strcmp(kind, "tiling") == 0:
+        # Drop a free block: a gap.
+        if root == NULL:
+            return "needs a free block"
+        ft_erase(s, root)
+        slab_free(&s.slab, root)
+    elif strcmp(kind, "list") == 0:
+        a = rb_first(root)
+        if a == NULL or a.next == NULL:
+            return "needs two free blocks"
+        a.next = a.next.next
+    else:
+        return "unknown kind"
+    return NULL

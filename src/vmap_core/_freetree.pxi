@@ -1,0 +1,253 @@
+# Free space: one augmented rb-tree of free blocks, ordered by address, plus
+# the address-ordered list through prev/next (mm/vmalloc.c, free_vmap_area_root).
+#
+# A block is [start, last]; its "span" is last - start (size - 1, so that a
+# block of 2**64 bytes still fits in a uint64).  aux holds subtree_max_span,
+# the largest span in the node's subtree (subtree_max_size - 1).  Every
+# function here runs under the free-tree lock.
+
+cdef extern from "stdint.h":
+    uint64_t UINT64_MAX
+
+
+cdef inline uint64_t ft_subtree_max(va_t* n) noexcept nogil:
+    """compute_subtree_max_size()"""
+    cdef uint64_t m = n.last - n.start
+    if n.left != NULL and n.left.aux > m:
+        m = n.left.aux
+    if n.right != NULL and n.right.aux > m:
+        m = n.right.aux
+    return m
+
+
+# The augmentation callbacks (RB_DECLARE_CALLBACKS_MAX).
+cdef void ft_aug_propagate(va_t* n, va_t* stop) noexcept nogil:
+    """Recompute upward; stop at the first node whose value did not change."""
+    cdef uint64_t m
+    while n != stop:
+        m = ft_subtree_max(n)
+        if n.aux == m:
+            break
+        n.aux = m
+        n = rb_parent(n)
+
+cdef void ft_aug_copy(va_t* old, va_t* new) noexcept nogil:
+    new.aux = old.aux
+
+cdef void ft_aug_rotate(va_t* old, va_t* new) noexcept nogil:
+    new.aux = old.aux
+    old.aux = ft_subtree_max(old)
+
+cdef rb_augment_t FREE_AUG
+FREE_AUG.propagate = ft_aug_propagate
+FREE_AUG.copy = ft_aug_copy
+FREE_AUG.rotate = ft_aug_rotate
+
+
+cdef inline bint va_fits(va_t* va, uint64_t szm1, uint64_t align, uint64_t vstart,
+                         uint64_t* nva_out) noexcept nogil:
+    """is_within_this_va(): nva = ALIGN(max(start, vstart), align); nva + size <= end.
+
+    szm1 is size - 1; every step is checked for overflow past 2**64.
+    """
+    cdef uint64_t base = va.start if va.start > vstart else vstart
+    cdef uint64_t rem = base & (align - 1)
+    cdef uint64_t nva = base
+    if rem:
+        nva = base - rem
+        if nva > UINT64_MAX - align:
+            return False
+        nva += align
+    if nva > va.last or va.last - nva < szm1:
+        return False
+    nva_out[0] = nva
+    return True
+
+
+cdef va_t* ft_lowest_match(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
+                           uint64_t* nva_out) noexcept nogil:
+    """find_vmap_lowest_match(), but exact for every alignment.
+
+    An in-order walk that skips every subtree whose subtree_max_span is below
+    szm1 (no block there can hold the request) and every left subtree lying
+    wholly below vstart.  For align <= page_size the first block reached that
+    is large enough fits, so this is O(log n), as in the kernel.  For larger
+    alignments the kernel searches for size + align - 1 instead and may skip a
+    lower block that fits; here such blocks are tested too, at a cost of
+    O(log n) for each large-enough block below the answer that fails on
+    alignment alone, and the result is always the linear lowest match.
+    """
+    cdef va_t* n = s.free_root.node
+    cdef va_t* p
+    if n == NULL or n.aux < szm1:
+        return NULL
+    while True:
+        # Descend: leftmost candidate first.
+        while True:
+            if n.left != NULL and n.left.aux >= szm1 and vstart < n.start:
+                n = n.left
+                continue
+            if va_fits(n, szm1, align, vstart, nva_out):
+                return n
+            if n.right != NULL and n.right.aux >= szm1:
+                n = n.right
+                continue
+            break
+        # Climb to the next unvisited ancestor: one we left through its left link.
+        while True:
+            p = rb_parent(n)
+            if p == NULL:
+                return NULL
+            if p.left == n:
+                if va_fits(p, szm1, align, vstart, nva_out):
+                    return p
+                if p.right != NULL and p.right.aux >= szm1:
+                    n = p.right
+                    break
+            n = p
+
+
+cdef inline void ft_list_unlink(va_t* va) noexcept nogil:
+    if va.prev != NULL:
+        va.prev.next = va.next
+    if va.next != NULL:
+        va.next.prev = va.prev
+
+
+cdef void ft_erase(space_t* s, va_t* va) noexcept nogil:
+    """unlink_va_augment()"""
+    rb_erase(&s.free_root, va, &FREE_AUG)
+    ft_list_unlink(va)
+    s.nr_free -= 1
+
+
+cdef int ft_find_place(space_t* s, uint64_t start, uint64_t last,
+                       va_t** parent_out, bint* left_out) noexcept nogil:
+    """find_va_links(): where [start, last] hangs; -1 if it overlaps a free block."""
+    cdef va_t* n = s.free_root.node
+    cdef va_t* parent = NULL
+    cdef bint left = False
+    while n != NULL:
+        parent = n
+        if last < n.start:
+            left = True
+            n = n.left
+        elif start > n.last:
+            left = False
+            n = n.right
+        else:
+            return -1
+    parent_out[0] = parent
+    left_out[0] = left
+    return 0
+
+
+cdef void ft_link(space_t* s, va_t* va, va_t* parent, bint left) noexcept nogil:
+    """link_va_augment(): hang va at a place found by ft_find_place()."""
+    va.aux = va.last - va.start
+    rb_link(&s.free_root, va, parent, left)
+    # A new left leaf comes just before its parent in address order, a right one just after.
+    if parent == NULL:
+        va.prev = NULL
+        va.next = NULL
+    elif left:
+        va.next = parent
+        va.prev = parent.prev
+        if parent.prev != NULL:
+            parent.prev.next = va
+        parent.prev = va
+    else:
+        va.prev = parent
+        va.next = parent.next
+        if parent.next != NULL:
+            parent.next.prev = va
+        parent.next = va
+    ft_aug_propagate(parent, NULL)
+    rb_insert_color(&s.free_root, va, &FREE_AUG)
+    s.nr_free += 1
+
+
+cdef int ft_insert(space_t* s, va_t* va) noexcept nogil:
+    """insert_vmap_area_augment(); -1 (nothing changed) on overlap."""
+    cdef va_t* parent
+    cdef bint left
+    if ft_find_place(s, va.start, va.last, &parent, &left):
+        return -1
+    ft_link(s, va, parent, left)
+    return 0
+
+
+cdef int ft_merge(space_t* s, va_t* va) noexcept nogil:
+    """merge_or_add_vmap_area(): give [va.start, va.last] back, merging with
+    the neighbours it touches.  va is consumed (linked, or returned to the
+    slab).  -1, with nothing changed, if the range overlaps a free block."""
+    cdef va_t* parent
+    cdef va_t* prev
+    cdef va_t* next
+    cdef bint left
+    cdef bint join_next, join_prev
+    if ft_find_place(s, va.start, va.last, &parent, &left):
+        return -1
+    if parent == NULL:
+        prev = next = NULL
+    elif left:
+        next = parent
+        prev = parent.prev
+    else:
+        prev = parent
+        next = parent.next
+    join_next = next != NULL and va.last != UINT64_MAX and next.start == va.last + 1
+    join_prev = prev != NULL and va.start != 0 and prev.last == va.start - 1
+    if join_next and join_prev:          # fills a hole: prev absorbs va and next
+        ft_erase(s, next)
+        vm_store_u64(&prev.last, next.last)
+        ft_aug_propagate(prev, NULL)
+        slab_free(&s.slab, next)
+        slab_free(&s.slab, va)
+    elif join_next:
+        vm_store_u64(&next.start, va.start)
+        ft_aug_propagate(next, NULL)
+        slab_free(&s.slab, va)
+    elif join_prev:
+        vm_store_u64(&prev.last, va.last)
+        ft_aug_propagate(prev, NULL)
+        slab_free(&s.slab, va)
+    else:
+        ft_link(s, va, parent, left)
+    return 0
+
+
+cdef enum fit_type_t:
+    FL_FIT_TYPE = 1     # the request fills the block
+    LE_FIT_TYPE = 2     # at its left edge
+    RE_FIT_TYPE = 3     # at its right edge
+    NE_FIT_TYPE = 4     # in its middle: the block splits in two
+
+
+cdef inline fit_type_t classify_va_fit_type(va_t* va, uint64_t nva, uint64_t szm1) noexcept nogil:
+    """classify_va_fit_type()"""
+    cdef uint64_t nlast = nva + szm1
+    if va.start == nva:
+        return FL_FIT_TYPE if va.last == nlast else LE_FIT_TYPE
+    return RE_FIT_TYPE if va.last == nlast else NE_FIT_TYPE
+
+
+cdef void va_clip(space_t* s, va_t* va, fit_type_t fit, uint64_t nva, uint64_t szm1,
+                  va_t* spare) noexcept nogil:
+    """va_clip(): carve [nva, nva + szm1] out of free block va.  FL leaves va
+    out of the tree for the caller; NE needs spare for the right-hand piece."""
+    cdef uint64_t nlast = nva + szm1
+    if fit == FL_FIT_TYPE:
+        ft_erase(s, va)
+    elif fit == LE_FIT_TYPE:
+        vm_store_u64(&va.start, nlast + 1)
+        ft_aug_propagate(va, NULL)
+    elif fit == RE_FIT_TYPE:
+        vm_store_u64(&va.last, nva - 1)
+        ft_aug_propagate(va, NULL)
+    else:
+        vm_store_u64(&spare.start, nlast + 1)
+        vm_store_u64(&spare.last, va.last)
+        vm_store_u64(&va.last, nva - 1)
+        ft_aug_propagate(va, NULL)
+        ft_insert(s, spare)      # cannot overlap: it is the tail va just gave up

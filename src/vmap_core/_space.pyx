@@ -1,0 +1,545 @@
+# cython: freethreading_compatible = False
+"""The Cython core: VmapSpace and VmapArea.
+
+Layers, each in its own include file, data flowing one way:
+    VmapSpace (this file: argument checks, Python objects at the edge)
+    -> _alloc.pxi (alloc_vmap_area / free_vmap_area across the two layers)
+    -> _freetree.pxi (free space) and _nodes.pxi (busy areas per node)
+    -> _rbtree.pxi (rb-tree mechanics, augmentation as callbacks)
+    -> _slab.pxi (area records) and _locks.h (spinlocks, atomics).
+Everything below this file is nogil C; Python objects are made only here,
+after the locks are dropped.
+"""
+
+cimport cython
+from cpython.long cimport PyLong_Check
+from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport strcmp
+
+import operator
+import os
+
+from ._errors import VmapExhausted
+from . import reference as _reference
+
+include "_rbtree.pxi"
+include "_slab.pxi"
+include "_types.pxi"
+include "_freetree.pxi"
+include "_nodes.pxi"
+include "_alloc.pxi"
+include "_check.pxi"
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    unsigned long long PyLong_AsUnsignedLongLong(object v)
+    PyObject* PyErr_Occurred()      # a borrowed reference: not an object here
+    void PyErr_Clear()
+
+ADDR_LIMIT = 1 << 64
+cdef object _ADDR_LIMIT = ADDR_LIMIT
+cdef object _MAX_PAGE_SIZE = _reference.MAX_PAGE_SIZE
+cdef unsigned _MAX_NODES = _reference.MAX_NODES
+LOCK_MODES = ("node", "global")
+cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL}
+cdef object _RefArea = _reference.VmapArea
+
+
+# -- argument conversion --------------------------------------------------
+
+cdef object _index(object v, str name):
+    """An integer (anything with __index__), else TypeError."""
+    if PyLong_Check(v):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(v).__name__}") from None
+
+
+cdef inline uint64_t _u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """An already-indexed int in [0, 2**64), else ValueError."""
+    cdef unsigned long long x = PyLong_AsUnsignedLongLong(v)
+    if x == 0xFFFFFFFFFFFFFFFFULL and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        raise ValueError(f"{name} must be in [0, 2**64), not {v}")
+    return x
+
+
+cdef inline uint64_t _last_of(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """An exclusive bound in [1, 2**64] as its last address (v - 1)."""
+    cdef unsigned long long x = PyLong_AsUnsignedLongLong(v)
+    if x == 0xFFFFFFFFFFFFFFFFULL and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        if v == _ADDR_LIMIT:
+            return 0xFFFFFFFFFFFFFFFFULL
+        raise ValueError(f"{name} must be in [1, 2**64], not {v}")
+    if x == 0:
+        raise ValueError(f"{name} must be in [1, 2**64], not 0")
+    return x - 1
+
+
+cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
+    return x != 0 and (x & (x - 1)) == 0
+
+
+# -- VmapArea ---------------------------------------------------------------
+
+@cython.final
+@cython.freelist(32)
+cdef class VmapArea:
+    """An immutable address range ``[start, end)``.
+
+    Equal (and hashed alike) by ``(start, end)``, also to the reference's
+    VmapArea; unpacks as ``start, end = area``.
+    """
+    cdef uint64_t _start
+    cdef uint64_t _last      # end - 1, so that end may be 2**64
+
+    def __init__(self, start, end):
+        start = _index(start, "start")
+        end = _index(end, "end")
+        if not 0 <= start < end <= _ADDR_LIMIT:
+            raise ValueError("VmapArea needs 0 <= start < end <= 2**64")
+        self._start = start
+        self._last = end - 1
+
+    @property
+    def start(self):
+        """First address."""
+        return self._start
+
+    @property
+    def end(self):
+        """One past the last address."""
+        return <object>self._last + 1
+
+    @property
+    def size(self):
+        """end - start."""
+        return <object>(self._last - self._start) + 1
+
+    def __iter__(self):
+        return iter((self._start, <object>self._last + 1))
+
+    def __eq__(self, other):
+        if isinstance(other, VmapArea):
+            return self._start == (<VmapArea>other)._start and self._last == (<VmapArea>other)._last
+        if isinstance(other, _RefArea):
+            return (self.start, self.end) == (other.start, other.end)
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self._start, <object>self._last + 1))
+
+    def __reduce__(self):
+        return (VmapArea, (self._start, <object>self._last + 1))
+
+    def __repr__(self):
+        return f"VmapArea(start={self._start:#x}, end={<object>self._last + 1:#x})"
+
+
+cdef inline VmapArea _area(uint64_t start, uint64_t last):
+    cdef VmapArea a = VmapArea.__new__(VmapArea)
+    a._start = start
+    a._last = last
+    return a
+
+
+cdef list _areas_of(block_t* blocks, size_t n):
+    cdef size_t i
+    return [_area(blocks[i].start, blocks[i].last) for i in range(n)]
+
+
+# -- VmapSpace --------------------------------------------------------------
+
+def default_nr_nodes():
+    """The kernel's nr_vmap_nodes: the number of CPUs, clamped to 1..128."""
+    return max(1, min(os.cpu_count() or 1, 128))
+
+
+cdef class VmapSpace:
+    """The vmalloc address space ``[start, end)`` (mm/vmalloc.c, v6.9+).
+
+    Free space is one augmented rb-tree; busy areas are sharded over
+    ``nr_nodes`` nodes by ``(start // zone_size) % nr_nodes``, each node with
+    its own tree, list and spinlock.  ``lock="global"`` puts everything under
+    one lock instead (the design before 2024).
+
+    Costs, n busy areas, m free blocks: alloc O(log m + log n) for
+    align <= page_size; free O(log m + log n) plus the node walk; find
+    O(log n) in the first node tried, O(nr_nodes log n) for a miss.
+    """
+    cdef space_t* sp
+    cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
+
+    def __cinit__(self):
+        self.sp = NULL
+
+    def __init__(self, start, end, *, page_size=4096, nr_nodes=None, zone_size=None,
+                 lock="node"):
+        cdef space_t* s
+        cdef va_t* va
+        cdef unsigned k
+        if self.sp != NULL:
+            raise RuntimeError("VmapSpace is already initialised")
+        start = _index(start, "start")
+        end = _index(end, "end")
+        page_size = _index(page_size, "page_size")
+        if nr_nodes is not None:
+            nr_nodes = _index(nr_nodes, "nr_nodes")
+        if zone_size is not None:
+            zone_size = _index(zone_size, "zone_size")
+        if not isinstance(lock, str):
+            raise TypeError(f"lock must be a str, not {type(lock).__name__}")
+        if not (0 < page_size <= _MAX_PAGE_SIZE and page_size & (page_size - 1) == 0):
+            raise ValueError("page_size must be a power of two <= 2**40")
+        if not 0 <= start < end <= _ADDR_LIMIT:
+            raise ValueError("need 0 <= start < end <= 2**64")
+        if start % page_size or end % page_size:
+            raise ValueError("start and end must be multiples of page_size")
+        if nr_nodes is None:
+            nr_nodes = default_nr_nodes()
+        elif not 1 <= nr_nodes <= _MAX_NODES:
+            raise ValueError(f"nr_nodes must be in 1..{_MAX_NODES}")
+        if zone_size is None:
+            zone_size = 16 * page_size
+        elif zone_size <= 0 or zone_size % page_size or zone_size >= _ADDR_LIMIT:
+            raise ValueError("zone_size must be a positive multiple of page_size below 2**64")
+        if lock not in _LOCK_MODE_IDS:
+            raise ValueError(f"lock must be one of {LOCK_MODES}, not {lock!r}")
+
+        s = <space_t*>malloc(sizeof(space_t))
+        if s == NULL:
+            raise MemoryError()
+        s.locks = <vm_lock_t*>vm_aligned_calloc(2, sizeof(vm_lock_t))
+        s.nodes = <vnode_t*>vm_aligned_calloc(nr_nodes, sizeof(vnode_t))
+        slab_init(&s.slab)
+        va = slab_alloc(&s.slab) if s.locks != NULL and s.nodes != NULL else NULL
+        if va == NULL:
+            free(s.locks)
+            free(s.nodes)
+            slab_destroy(&s.slab)
+            free(s)
+            raise MemoryError()
+        s.start = start
+        s.last = end - 1
+        s.page_size = page_size
+        s.zone_size = zone_size
+        s.zone_shift = (<uint64_t>zone_size).bit_length() - 1 if _is_pow2(zone_size) else -1
+        s.nr_nodes = nr_nodes
+        s.mode = _LOCK_MODE_IDS[lock]
+        vm_lock_init(&s.locks[0])
+        vm_lock_init(&s.locks[1])
+        s.global_lock = &s.locks[1] if s.mode == LOCK_GLOBAL else NULL
+        s.free_lock = s.global_lock if s.global_lock != NULL else &s.locks[0]
+        for k in range(s.nr_nodes):
+            vm_lock_init(&s.nodes[k].lock)
+            s.nodes[k].root.node = NULL
+            s.nodes[k].nr_areas = 0
+        s.free_root.node = NULL
+        s.nr_free = 0
+        va.start = s.start
+        va.last = s.last
+        ft_insert(s, va)
+        self.sp = s
+        self.start, self.end, self.page_size = start, end, page_size
+        self.nr_nodes, self.zone_size, self.lock = nr_nodes, zone_size, lock
+
+    def __dealloc__(self):
+        if self.sp != NULL:
+            slab_destroy(&self.sp.slab)
+            free(self.sp.locks)
+            free(self.sp.nodes)
+            free(self.sp)
+            self.sp = NULL
+
+    cdef inline space_t* _s(self) except NULL:
+        if self.sp == NULL:
+            raise RuntimeError("VmapSpace.__init__ was not called")
+        return self.sp
+
+    # -- the hot methods ----------------------------------------------------
+
+    def alloc(self, size, align=None, vstart=None, vend=None):
+        """alloc_vmap_area(): the lowest ``[a, a + size)`` in ``[vstart, vend)``
+        with ``a`` a multiple of ``align``; returns ``a``.
+
+        Takes the first free block, in address order, where
+        ``ALIGN(max(block.start, vstart), align) + size <= block.end``.
+        Raises VmapExhausted when none does or when that fit ends past vend.
+        """
+        cdef space_t* s = self._s()
+        cdef uint64_t szm1, al, vs, vl, addr
+        cdef alloc_status_t rc
+        size = _index(size, "size")
+        if align is not None:
+            align = _index(align, "align")
+        if vstart is not None:
+            vstart = _index(vstart, "vstart")
+        if vend is not None:
+            vend = _index(vend, "vend")
+        szm1 = _last_of(size, "size")
+        if (szm1 + 1) & (s.page_size - 1):
+            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
+        if align is None:
+            al = s.page_size
+        else:
+            al = _u64(align, "align")
+            if not _is_pow2(al):
+                raise ValueError(f"align must be a power of two, not {align}")
+        vs = s.start if vstart is None else _u64(vstart, "vstart")
+        vl = s.last if vend is None else _last_of(vend, "vend")
+        if vs < s.start or vl > s.last or vs > vl:
+            raise ValueError("need start <= vstart < vend <= end")
+        if (vs | (vl + 1)) & (s.page_size - 1):
+            raise ValueError("vstart and vend must be multiples of page_size")
+        rc = space_alloc(s, szm1, al, vs, vl, &addr)
+        if rc == ALLOC_OK:
+            return addr
+        if rc == ALLOC_NOMEM:
+            raise MemoryError("vmap_core: out of memory for area records")
+        if rc == ALLOC_RANGE:
+            raise VmapExhausted(f"the lowest fit for size={size:#x} align={al:#x} ends past vend")
+        raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
+
+    def find(self, addr):
+        """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t start, last
+        if space_find(self._s(), a, &start, &last):
+            return _area(start, last)
+        return None
+
+    def free(self, addr):
+        """free_vmap_area(): free the busy area that starts at addr; returns it.
+
+        KeyError if no busy area starts at addr (a double free included).
+        """
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t start, last
+        cdef int rc = space_free(self._s(), a, &start, &last)
+        if rc == UNLINK_OK:
+            return _area(start, last)
+        if rc < 0:
+            raise SystemError("vmap_core: freed area overlapped free space (corrupted space)")
+        raise KeyError(addr)
+
+    def node_of(self, addr):
+        """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
+        return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))
+
+    # -- whole-space views --------------------------------------------------
+
+    def __len__(self):
+        cdef space_t* s = self._s()
+        cdef size_t n = 0
+        cdef unsigned k
+        for k in range(s.nr_nodes):
+            n += s.nodes[k].nr_areas
+        return n
+
+    def __iter__(self):
+        """Busy areas in address order (a snapshot, node by node)."""
+        return iter(self._busy_snapshot())
+
+    cdef list _busy_snapshot(self):
+        cdef space_t* s = self._s()
+        cdef block_t* blocks = NULL
+        cdef size_t n = 0
+        cdef size_t cap = 0
+        cdef unsigned k
+        cdef vnode_t* vn
+        cdef vm_lock_t* l
+        cdef va_t* va
+        cdef list out
+        # Size the buffer under no lock, then fill it node by node; retry if
+        # another thread added areas in between.
+        while True:
+            cap = len(self) + 16
+            blocks = <block_t*>malloc(cap * sizeof(block_t))
+            if blocks == NULL:
+                raise MemoryError()
+            n = 0
+            for k in range(s.nr_nodes):
+                vn = &s.nodes[k]
+                l = node_lock(s, vn)
+                lock_acquire(l)
+                if n + vn.nr_areas > cap:
+                    vm_unlock(l)
+                    n = cap + 1
+                    break
+                va = rb_first(vn.root.node)
+                while va != NULL:
+                    blocks[n].start = va.start
+                    blocks[n].last = va.last
+                    n += 1
+                    va = va.next
+                vm_unlock(l)
+            if n <= cap:
+                break
+            free(blocks)
+        try:
+            qsort(blocks, n, sizeof(block_t), block_cmp)
+            out = _areas_of(blocks, n)
+        finally:
+            free(blocks)
+        return out
+
+    def free_areas(self):
+        """The free blocks as VmapArea, coalesced, in address order."""
+        cdef space_t* s = self._s()
+        cdef block_t* blocks
+        cdef size_t n = 0
+        cdef size_t cap
+        cdef va_t* va
+        lock_acquire(s.free_lock)
+        cap = s.nr_free
+        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
+        if blocks == NULL:
+            vm_unlock(s.free_lock)
+            raise MemoryError()
+        va = rb_first(s.free_root.node)
+        while va != NULL and n < cap:
+            blocks[n].start = va.start
+            blocks[n].last = va.last
+            n += 1
+            va = va.next
+        vm_unlock(s.free_lock)
+        try:
+            return _areas_of(blocks, n)
+        finally:
+            free(blocks)
+
+    # -- introspection ------------------------------------------------------
+
+    cdef void _lock_all(self) noexcept:
+        cdef space_t* s = self.sp
+        cdef unsigned k
+        if s.global_lock != NULL:
+            lock_acquire(s.global_lock)
+            return
+        for k in range(s.nr_nodes):
+            lock_acquire(&s.nodes[k].lock)
+        lock_acquire(s.free_lock)
+
+    cdef void _unlock_all(self) noexcept:
+        cdef space_t* s = self.sp
+        cdef unsigned k
+        if s.global_lock != NULL:
+            vm_unlock(s.global_lock)
+            return
+        vm_unlock(s.free_lock)
+        for k in range(s.nr_nodes):
+            vm_unlock(&s.nodes[k].lock)
+
+    def check(self):
+        """Verify every invariant; AssertionError names the first broken one.
+
+        rb colours and black heights, parent links, address order and
+        subtree_max_size in every tree; each list is its tree in order; busy
+        areas sit in the node of their start; free blocks are coalesced;
+        free and busy blocks tile [start, end) exactly; the slab holds exactly
+        those records.  Takes every lock: call it while no other thread is
+        inside a method of this space.
+        """
+        cdef space_t* s = self._s()
+        cdef block_t* blocks
+        cdef const char* err
+        cdef size_t cap
+        cdef unsigned k
+        self._lock_all()
+        cap = s.nr_free
+        for k in range(s.nr_nodes):
+            cap += s.nodes[k].nr_areas
+        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
+        if blocks == NULL:
+            self._unlock_all()
+            raise MemoryError()
+        err = space_verify(s, blocks)
+        self._unlock_all()
+        free(blocks)
+        if err != NULL:
+            raise AssertionError((<bytes>err).decode())
+
+    def _debug_corrupt(self, kind):
+        """Test-only: break the invariant named by kind ("color", "subtree_max",
+        "order", "coalesce", "node_placement", "tiling", "list") so that
+        check() can be shown to catch it.  The space is unusable afterwards."""
+        cdef space_t* s = self._s()
+        cdef bytes k = kind.encode()
+        cdef const char* err
+        self._lock_all()
+        err = space_corrupt(s, k)
+        self._unlock_all()
+        if err != NULL:
+            raise ValueError(f"cannot corrupt {kind!r}: {(<bytes>err).decode()}")
+
+    def stats(self):
+        """Counts and sizes, and per-lock acquisition counters.
+
+        Keys: busy_areas, busy_bytes, free_areas, free_bytes, largest_free,
+        nr_nodes, node_areas (busy areas per node), lock, slab_bytes (memory
+        held for area records), slab_records (records in use: busy + free),
+        record_bytes (bytes per record), lock_acquisitions / lock_contended
+        (per lock: "free" and one per node, or "global").
+        """
+        cdef space_t* s = self._s()
+        cdef unsigned k
+        cdef va_t* va
+        cdef uint64_t busy_spans = 0
+        cdef uint64_t free_spans = 0
+        cdef size_t nbusy = 0
+        cdef size_t nfree
+        cdef list node_areas = []
+        cdef uint64_t largest = 0
+        cdef bint any_free
+        self._lock_all()
+        for k in range(s.nr_nodes):
+            node_areas.append(s.nodes[k].nr_areas)
+            nbusy += s.nodes[k].nr_areas
+            va = rb_first(s.nodes[k].root.node)
+            while va != NULL:
+                busy_spans += va.last - va.start
+                va = va.next
+        nfree = s.nr_free
+        va = rb_first(s.free_root.node)
+        while va != NULL:
+            free_spans += va.last - va.start
+            va = va.next
+        any_free = s.free_root.node != NULL
+        if any_free:
+            largest = s.free_root.node.aux
+        slab_b = slab_bytes(&s.slab)
+        records = s.slab.in_use
+        if s.global_lock != NULL:
+            acq = {"global": s.global_lock.acquisitions}
+            cont = {"global": s.global_lock.contended}
+        else:
+            acq = {"free": s.locks[0].acquisitions}
+            cont = {"free": s.locks[0].contended}
+            for k in range(s.nr_nodes):
+                acq[f"node{k}"] = s.nodes[k].lock.acquisitions
+                cont[f"node{k}"] = s.nodes[k].lock.contended
+        self._unlock_all()
+        # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
+        return {
+            "busy_areas": nbusy,
+            "busy_bytes": <object>busy_spans + nbusy,
+            "free_areas": nfree,
+            "free_bytes": <object>free_spans + nfree,
+            "largest_free": <object>largest + 1 if any_free else 0,
+            "nr_nodes": s.nr_nodes,
+            "node_areas": node_areas,
+            "lock": self.lock,
+            "slab_bytes": slab_b,
+            "slab_records": records,
+            "record_bytes": sizeof(va_t),
+            "lock_acquisitions": acq,
+            "lock_contended": cont,
+        }
+
+    def __repr__(self):
+        return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
+                f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")

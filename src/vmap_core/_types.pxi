@@ -1,0 +1,71 @@
+# The space's C state, shared by every layer below the Python class.  One
+# space_t per VmapSpace; nodes and locks live in 64-byte aligned arrays so
+# that no two locks share a cache line.
+
+cdef extern from "_locks.h" nogil:
+    ctypedef struct vm_lock_t:
+        uint64_t acquisitions
+        uint64_t contended
+    void vm_lock_init(vm_lock_t* l)
+    bint vm_lock_try(vm_lock_t* l)
+    void vm_lock_wait(vm_lock_t* l)
+    void vm_unlock(vm_lock_t* l)
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    int PyGILState_Check() nogil
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState* ts) nogil
+
+cdef enum lock_mode_t:
+    LOCK_NODE = 0       # a spinlock per node, one for the free tree (the 2024 series)
+    LOCK_GLOBAL = 1     # one lock for everything (before the series)
+
+ctypedef struct vnode_t:            # struct vmap_node: its busy tree and lock
+    vm_lock_t lock
+    rb_root_t root
+    size_t nr_areas
+
+ctypedef struct space_t:
+    uint64_t start
+    uint64_t last              # last address of the range (end - 1)
+    uint64_t page_size
+    uint64_t zone_size         # vmap_zone_size
+    int zone_shift             # log2(zone_size), or -1 when not a power of two
+    unsigned nr_nodes
+    lock_mode_t mode
+    vm_lock_t* locks           # [0] free tree, [1] global
+    vm_lock_t* free_lock       # free_vmap_area_lock (== global lock in global mode)
+    vm_lock_t* global_lock     # NULL unless mode == LOCK_GLOBAL
+    vnode_t* nodes
+    rb_root_t free_root        # free_vmap_area_root
+    size_t nr_free             # free blocks in the tree
+    slab_t slab                # serialised by free_lock
+
+
+cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept nogil:
+    """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
+    cdef uint64_t zone
+    if s.zone_shift >= 0:
+        zone = addr >> s.zone_shift
+    else:
+        zone = addr // s.zone_size
+    return <unsigned>(zone % s.nr_nodes)
+
+
+cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
+    """Take l; if it is contended, wait with the GIL released (if held)."""
+    cdef PyThreadState* ts
+    if vm_lock_try(l):
+        return
+    if PyGILState_Check():
+        ts = PyEval_SaveThread()
+        vm_lock_wait(l)
+        PyEval_RestoreThread(ts)
+    else:
+        vm_lock_wait(l)
+
+
+cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
+    return s.global_lock if s.global_lock != NULL else &vn.lock
