@@ -52,9 +52,11 @@ cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint6
         vm_unlock(s.global_lock)
     else:
         vm_unlock(s.free_lock)
-        lock_acquire(&vn.lock)
+        busy_lock(s, vn)
+        busy_change_begin(s, vn)
         bt_insert(vn, busy)
-        vm_unlock(&vn.lock)
+        busy_change_end(s, vn)
+        busy_unlock(s, vn)
     out[0] = nva
     return ALLOC_OK
 

@@ -84,11 +84,131 @@ static inline void vm_unlock(vm_lock_t *l)
     __atomic_store_n(&l->state, 0, __ATOMIC_RELEASE);
 }
 
+/*
+ * vm_rwlock_t: a writer-preferring reader-writer spinlock (the rwlock_t of
+ * the thread's test patch).  Every reader does an atomic add on the shared
+ * word, so readers still bounce its cache line between CPUs: the reason the
+ * thread found it slower than the spinlock.
+ */
+#define VM_RW_WRITER 0x80000000u
+
+typedef struct vm_rwlock {
+    unsigned state;            /* VM_RW_WRITER | number of readers */
+    unsigned _pad;
+    uint64_t read_waits;       /* reader slow paths (atomic add, slow path only) */
+} __attribute__((aligned(64))) vm_rwlock_t;
+
+static inline void vm_rwlock_init(vm_rwlock_t *l)
+{
+    l->state = 0;
+    l->read_waits = 0;
+}
+
+static inline void vm_read_lock(vm_rwlock_t *l)
+{
+    unsigned spins = 0;
+    for (;;) {
+        unsigned v = __atomic_add_fetch(&l->state, 1, __ATOMIC_ACQUIRE);
+        if (!(v & VM_RW_WRITER))
+            return;
+        __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&l->read_waits, 1, __ATOMIC_RELAXED);
+        while (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & VM_RW_WRITER) {
+            if (++spins < VM_SPIN_BEFORE_YIELD) {
+                vm_cpu_relax();
+            } else {
+                spins = 0;
+                sched_yield();
+            }
+        }
+    }
+}
+
+static inline void vm_read_unlock(vm_rwlock_t *l)
+{
+    __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELEASE);
+}
+
+static inline int vm_read_trylock(vm_rwlock_t *l)
+{
+    if (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & VM_RW_WRITER)
+        return 0;
+    if (!(__atomic_add_fetch(&l->state, 1, __ATOMIC_ACQUIRE) & VM_RW_WRITER))
+        return 1;
+    __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Writers are serialised by the node's spinlock first, so one writer at a
+ * time sets the bit (which stops new readers), then waits for the readers
+ * inside to leave.  begin() says whether none was inside. */
+static inline int vm_write_lock_rw_begin(vm_rwlock_t *l)
+{
+    return __atomic_fetch_or(&l->state, VM_RW_WRITER, __ATOMIC_ACQUIRE) == 0;
+}
+
+static inline void vm_write_lock_rw_wait(vm_rwlock_t *l)
+{
+    unsigned spins = 0;
+    while (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) != VM_RW_WRITER) {
+        if (++spins < VM_SPIN_BEFORE_YIELD) {
+            vm_cpu_relax();
+        } else {
+            spins = 0;
+            sched_yield();
+        }
+    }
+}
+
+/* Clear only the writer bit: a reader may be between its add and its undo. */
+static inline void vm_write_unlock_rw(vm_rwlock_t *l)
+{
+    __atomic_fetch_and(&l->state, ~VM_RW_WRITER, __ATOMIC_RELEASE);
+}
+
+/*
+ * Sequence counter (seqcount_t) for lock-free readers: writers, already
+ * holding the node's spinlock, make it odd while they change the tree and
+ * even again after; a reader that saw the same even value before and after
+ * its reads saw no change.  Data words are relaxed atomics, ordered by the
+ * fences (the C11 seqlock of Boehm, "Can seqlocks get along with
+ * programming language memory models?", 2012).
+ */
+static inline unsigned vm_read_seqbegin(const unsigned *seq)
+{
+    return __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+}
+
+static inline int vm_read_seqretry(const unsigned *seq, unsigned start)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return (start & 1) || __atomic_load_n(seq, __ATOMIC_RELAXED) != start;
+}
+
+static inline void vm_write_seqbegin(unsigned *seq)
+{
+    __atomic_store_n(seq, *seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void vm_write_seqend(unsigned *seq)
+{
+    __atomic_store_n(seq, *seq + 1, __ATOMIC_RELEASE);
+}
+
+static inline void vm_atomic_inc(uint64_t *p)
+{
+    __atomic_add_fetch(p, 1, __ATOMIC_RELAXED);
+}
+
 /* Relaxed atomic accessors for words that lock-free readers may load. */
 static inline void *vm_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void vm_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t vm_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void vm_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+static inline int vm_load_int(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void vm_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 /* 64-byte aligned, zeroed memory for arrays of cache-line sized records. */
 static inline void *vm_aligned_calloc(size_t n, size_t size)

@@ -42,16 +42,80 @@ cdef void bt_unlink(vnode_t* vn, va_t* va) noexcept nogil:
 
 
 cdef inline va_t* bt_lookup(vnode_t* vn, uint64_t addr) noexcept nogil:
-    """__find_vmap_area(): the area of this node with start <= addr <= last."""
-    cdef va_t* n = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    """__find_vmap_area(): the area of this node with start <= addr <= last.
+    Only for a caller that keeps writers out."""
+    cdef va_t* n = vn.root.node
     while n != NULL:
-        if addr < vm_load_u64(&n.start):
-            n = <va_t*>vm_load_ptr(<void**>&n.left)
-        elif addr > vm_load_u64(&n.last):
-            n = <va_t*>vm_load_ptr(<void**>&n.right)
+        if addr < n.start:
+            n = n.left
+        elif addr > n.last:
+            n = n.right
         else:
             return n
     return NULL
+
+
+cdef enum:
+    # No rb-tree of 2**64 records is deeper than this: a longer descent can
+    # only be a reader racing with rotations, and it gives up (then retries).
+    RB_MAX_DEPTH = 128
+    OPTIMISTIC_TRIES = 4
+
+cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
+                               uint64_t* last) noexcept nogil:
+    """The same descent for a reader that holds no lock: every word is read
+    once, atomically, and the walk is bounded.  1 found (bounds copied out),
+    0 not found, -1 gave up.  The result means something only if the node's
+    seq did not move meanwhile; the records it may touch are type-stable."""
+    cdef va_t* n = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    cdef uint64_t st, la
+    cdef int depth = 0
+    while n != NULL:
+        depth += 1
+        if depth > RB_MAX_DEPTH:
+            return -1
+        st = vm_load_u64(&n.start)
+        la = vm_load_u64(&n.last)
+        if addr < st:
+            n = <va_t*>vm_load_ptr(<void**>&n.left)
+        elif addr > la:
+            n = <va_t*>vm_load_ptr(<void**>&n.right)
+        else:
+            start[0] = st
+            last[0] = la
+            return 1
+    return 0
+
+
+cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
+                           uint64_t* last) noexcept nogil:
+    """Look addr up in one node, with the reader side of the space's lock mode
+    (global mode: the caller holds the lock)."""
+    cdef va_t* va
+    cdef unsigned seq
+    cdef int tries, found
+    if s.mode == LOCK_OPTIMISTIC:
+        for tries in range(OPTIMISTIC_TRIES):
+            seq = vm_read_seqbegin(&vn.seq)
+            found = bt_lookup_racy(vn, addr, start, last)
+            if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
+                return found
+            vm_atomic_inc(&vn.read_retries)
+        vm_atomic_inc(&vn.read_fallbacks)
+        # fall back to the lock, as a writer would
+    if s.mode == LOCK_RWLOCK:
+        read_lock_acquire(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        lock_acquire(&vn.lock)
+    va = bt_lookup(vn, addr)
+    if va != NULL:
+        start[0] = va.start
+        last[0] = va.last
+    if s.mode == LOCK_RWLOCK:
+        vm_read_unlock(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+    return va != NULL
 
 
 cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil:
@@ -62,33 +126,40 @@ cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil
 
 cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:
     """find_vmap_area(): start at addr's node, then the others, wrapping
-    around, each under its own lock.  Copies the bounds out under the lock."""
+    around; the bounds are copied out while the node cannot change."""
     cdef unsigned i = addr_to_node_id(s, addr)
     cdef unsigned first = i
-    cdef vnode_t* vn
-    cdef va_t* va
-    cdef vm_lock_t* l = NULL
+    cdef bint found = False
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     while True:
-        vn = &s.nodes[i]
-        if s.global_lock == NULL:
-            l = &vn.lock
-            lock_acquire(l)
-        va = bt_lookup(vn, addr)
-        if va != NULL:
-            start[0] = va.start
-            last[0] = va.last
-        if s.global_lock == NULL:
-            vm_unlock(l)
-        if va != NULL:
+        found = node_find(s, &s.nodes[i], addr, start, last)
+        if found:
             break
         i = node_walk_next(s, i)
         if i == first:
             break
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
-    return va != NULL
+    return found
+
+
+cdef bint space_find_unlocked(space_t* s, uint64_t addr, uint64_t* start,
+                              uint64_t* last) noexcept nogil:
+    """The same walk with no lock at all: only for a space no thread changes
+    (the usercopy experiment's "unlocked" floor)."""
+    cdef unsigned i = addr_to_node_id(s, addr)
+    cdef unsigned first = i
+    cdef va_t* va
+    while True:
+        va = bt_lookup(&s.nodes[i], addr)
+        if va != NULL:
+            start[0] = va.start
+            last[0] = va.last
+            return True
+        i = node_walk_next(s, i)
+        if i == first:
+            return False
 
 
 cdef enum:
@@ -98,30 +169,29 @@ cdef enum:
 
 
 cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil:
-    """find_unlink_vmap_area(): the same walk, unlinking the area that starts at addr."""
+    """find_unlink_vmap_area(): the same walk as a writer, unlinking the area
+    that starts at addr."""
     cdef unsigned i = addr_to_node_id(s, addr)
     cdef unsigned first = i
     cdef vnode_t* vn
     cdef va_t* va
-    cdef vm_lock_t* l = NULL
     cdef int rc = UNLINK_MISSING
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     while True:
         vn = &s.nodes[i]
-        if s.global_lock == NULL:
-            l = &vn.lock
-            lock_acquire(l)
+        busy_lock(s, vn)
         va = bt_lookup(vn, addr)
         if va != NULL:
             if va.start == addr:
+                busy_change_begin(s, vn)
                 bt_unlink(vn, va)
+                busy_change_end(s, vn)
                 out[0] = va
                 rc = UNLINK_OK
             else:
                 rc = UNLINK_NOT_START
-        if s.global_lock == NULL:
-            vm_unlock(l)
+        busy_unlock(s, vn)
         if va != NULL:
             break
         i = node_walk_next(s, i)

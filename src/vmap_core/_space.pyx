@@ -14,11 +14,14 @@ after the locks are dropped.
 cimport cython
 from cpython.long cimport PyLong_Check
 from libc.stdint cimport uint64_t, uintptr_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport strcmp
 
+import array
 import operator
 import os
+import threading
+import time
 
 from ._errors import VmapExhausted
 from . import reference as _reference
@@ -30,6 +33,7 @@ include "_freetree.pxi"
 include "_nodes.pxi"
 include "_alloc.pxi"
 include "_check.pxi"
+include "_native.pxi"
 
 cdef extern from "Python.h":
     ctypedef struct PyObject
@@ -38,12 +42,16 @@ cdef extern from "Python.h":
     void PyErr_Clear()
 
 ADDR_LIMIT = 1 << 64
+MISS = (1 << 64) - 1
+"""find_many()'s answer where no area holds the address (never a page-aligned start)."""
 cdef object _ADDR_LIMIT = ADDR_LIMIT
 cdef object _MAX_PAGE_SIZE = _reference.MAX_PAGE_SIZE
 cdef unsigned _MAX_NODES = _reference.MAX_NODES
-LOCK_MODES = ("node", "global")
-cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL}
+LOCK_MODES = ("node", "global", "rwlock", "optimistic")
+cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL,
+                         "rwlock": LOCK_RWLOCK, "optimistic": LOCK_OPTIMISTIC}
 cdef object _RefArea = _reference.VmapArea
+cdef uint64_t MISS_U64 = 0xFFFFFFFFFFFFFFFFULL
 
 
 # -- argument conversion --------------------------------------------------
@@ -234,10 +242,9 @@ cdef class VmapSpace:
         vm_lock_init(&s.locks[1])
         s.global_lock = &s.locks[1] if s.mode == LOCK_GLOBAL else NULL
         s.free_lock = s.global_lock if s.global_lock != NULL else &s.locks[0]
-        for k in range(s.nr_nodes):
+        for k in range(s.nr_nodes):       # calloc'ed: zero counters, empty trees
             vm_lock_init(&s.nodes[k].lock)
-            s.nodes[k].root.node = NULL
-            s.nodes[k].nr_areas = 0
+            vm_rwlock_init(&s.nodes[k].rw)
         s.free_root.node = NULL
         s.nr_free = 0
         va.start = s.start
@@ -329,6 +336,53 @@ cdef class VmapSpace:
     def node_of(self, addr):
         """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
         return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))
+
+    def find_many(self, addrs, out=None):
+        """find_vmap_area() for each address of a buffer of unsigned 64-bit
+        integers (array.array('Q'), numpy uint64, ...), without the GIL.
+
+        Writes the start of the area holding each address, or MISS, into out
+        (a writable buffer of the same length and type; a new array.array('Q')
+        when None) and returns out.  TypeError for a buffer of another type,
+        ValueError when the lengths differ.
+        """
+        cdef space_t* s = self._s()
+        cdef const uint64_t[:] a
+        cdef uint64_t[:] o
+        cdef Py_ssize_t i, n
+        cdef uint64_t st, la
+        try:
+            a = addrs
+        except (TypeError, ValueError, BufferError) as e:
+            raise TypeError(f"addrs must be a buffer of unsigned 64-bit integers: {e}") from None
+        n = a.shape[0]
+        if out is None:
+            out = array.array("Q", bytes(8 * n))
+        try:
+            o = out
+        except (TypeError, ValueError, BufferError) as e:
+            raise TypeError(f"out must be a writable buffer of unsigned 64-bit integers: {e}") from None
+        if o.shape[0] != n:
+            raise ValueError(f"out has {o.shape[0]} items, addrs {n}")
+        with nogil:
+            for i in range(n):
+                if space_find(s, a[i], &st, &la):
+                    o[i] = st
+                else:
+                    o[i] = MISS_U64
+        return out
+
+    def check_copy(self, addr, n):
+        """check_heap_object() for a vmalloc address (hardened usercopy):
+        ValueError unless one busy area holds all of ``[addr, addr + n)``."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t nb = _u64(_index(n, "n"), "n")
+        cdef uint64_t st, la
+        if not space_find(self._s(), a, &st, &la):
+            raise ValueError(f"usercopy: {a:#x} is not in a vmap area")
+        if nb and nb - 1 > la - a:
+            raise ValueError(f"usercopy: [{a:#x}, +{nb:#x}) runs past the end of its area "
+                             f"[{st:#x}, {<object>la + 1:#x})")
 
     # -- whole-space views --------------------------------------------------
 
@@ -483,7 +537,11 @@ cdef class VmapSpace:
         nr_nodes, node_areas (busy areas per node), lock, slab_bytes (memory
         held for area records), slab_records (records in use: busy + free),
         record_bytes (bytes per record), lock_acquisitions / lock_contended
-        (per lock: "free" and one per node, or "global").
+        (per lock: "free" and one per node, or "global"; a lookup in "node"
+        mode takes its node's lock, in "rwlock" and "optimistic" mode it does
+        not), rwlock_read_waits (per node, "rwlock" readers that had to wait),
+        optimistic_retries / optimistic_fallbacks (per node, lock-free reads
+        that saw a change and retried, and that then took the lock).
         """
         cdef space_t* s = self._s()
         cdef unsigned k
@@ -522,6 +580,9 @@ cdef class VmapSpace:
             for k in range(s.nr_nodes):
                 acq[f"node{k}"] = s.nodes[k].lock.acquisitions
                 cont[f"node{k}"] = s.nodes[k].lock.contended
+        read_waits = [s.nodes[k].rw.read_waits for k in range(s.nr_nodes)]
+        retries = [s.nodes[k].read_retries for k in range(s.nr_nodes)]
+        fallbacks = [s.nodes[k].read_fallbacks for k in range(s.nr_nodes)]
         self._unlock_all()
         # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
         return {
@@ -538,8 +599,213 @@ cdef class VmapSpace:
             "record_bytes": sizeof(va_t),
             "lock_acquisitions": acq,
             "lock_contended": cont,
+            "rwlock_read_waits": read_waits,
+            "optimistic_retries": retries,
+            "optimistic_fallbacks": fallbacks,
         }
 
     def __repr__(self):
         return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")
+
+
+# -- native multi-threaded runs ---------------------------------------------
+
+cdef class _Workers:
+    """Slots for native workers, one 64-byte aligned record each."""
+    cdef void* slots
+    cdef size_t n
+
+    def __cinit__(self, size_t n, size_t size):
+        self.slots = vm_aligned_calloc(n if n else 1, size)
+        if self.slots == NULL:
+            raise MemoryError()
+        self.n = n
+
+    def __dealloc__(self):
+        free(self.slots)
+
+
+cdef class _UsercopyCell:
+    cdef _Workers workers
+    cdef uc_shared_t* shared
+    cdef VmapSpace space, churn_space
+    cdef uint64_t* starts
+    cdef char** mem
+    cdef size_t nbuf
+    cdef uint64_t churn_ops
+
+    def __cinit__(self):
+        self.shared = <uc_shared_t*>vm_aligned_calloc(1, sizeof(uc_shared_t))
+        if self.shared == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef size_t i
+        if self.mem != NULL:
+            for i in range(self.nbuf):
+                free(self.mem[i])
+        free(self.mem)
+        free(self.starts)
+        free(self.shared)
+
+    def worker(self, size_t i):
+        with nogil:
+            uc_worker_loop(&(<uc_worker_t*>self.workers.slots)[i])
+
+    def churn(self, uint64_t period_ns):
+        cdef space_t* s = self.churn_space.sp
+        with nogil:
+            uc_churn_loop(s, self.shared, period_ns, &self.churn_ops)
+
+
+_CHECK_MODES = {"nocheck": UC_NOCHECK, "unlocked": UC_UNLOCKED}
+
+
+def _calibrate_work(uint64_t work_ns):
+    """Iterations of spin_work() that take about work_ns on this CPU."""
+    cdef uint64_t iters = 1 << 20
+    cdef uint64_t t0, t1
+    if work_ns == 0:
+        return 0
+    with nogil:
+        t0 = now_ns()
+        spin_work(iters, t0)
+        t1 = now_ns()
+    return max(1, <object>work_ns * iters // max(<uint64_t>1, t1 - t0))
+
+
+def usercopy_cell(str mode, Py_ssize_t threads, *, Py_ssize_t buffers=1000, uint64_t buffer_size=65536,
+                  uint64_t copy_size=1024, double seconds=1.0, uint64_t churn_us=100,
+                  uint64_t work_ns=0, nr_nodes=None):
+    """One cell of the usercopy experiment: ``threads`` native copiers for
+    ``seconds``, each request a check_heap_object() lookup (except in mode
+    "nocheck") and a copy of copy_size bytes into one of ``buffers`` vzalloc'ed
+    buffers; a writer allocates and frees an area every churn_us meanwhile.
+
+    mode: "nocheck", "unlocked", or a lock mode of VmapSpace.  Returns a dict:
+    requests, elapsed, per_thread, churn_ops, lock_stats.
+    """
+    cdef _UsercopyCell cell = _UsercopyCell()
+    cdef uc_worker_t* w
+    cdef Py_ssize_t i
+    cdef uint64_t page = 4096
+    cdef uint64_t area = buffer_size + page        # vmalloc adds a guard page
+    if mode not in _CHECK_MODES and mode not in _LOCK_MODE_IDS:
+        raise ValueError(f"unknown mode {mode!r}")
+    if threads < 1 or buffers < 1 or not seconds > 0:
+        raise ValueError("threads, buffers and seconds must be positive")
+    if buffer_size == 0 or buffer_size % page or copy_size == 0 or copy_size > buffer_size:
+        raise ValueError("need buffer_size a positive multiple of 4096 and 0 < copy_size <= buffer_size")
+    lock = mode if mode in _LOCK_MODE_IDS else "node"
+    base = 1 << 40
+    cell.space = VmapSpace(base, base + 4 * buffers * area + (1 << 30), nr_nodes=nr_nodes, lock=lock)
+    # Only the locked modes let the writer touch the tree the readers walk.
+    cell.churn_space = cell.space if mode in _LOCK_MODE_IDS else VmapSpace(
+        base, base + (1 << 30), nr_nodes=nr_nodes, lock="node")
+    cell.nbuf = buffers
+    cell.starts = <uint64_t*>malloc(buffers * sizeof(uint64_t))
+    cell.mem = <char**>calloc(buffers, sizeof(char*))
+    if cell.starts == NULL or cell.mem == NULL:
+        raise MemoryError()
+    for i in range(buffers):
+        cell.starts[i] = cell.space.alloc(area)
+        cell.mem[i] = <char*>calloc(1, buffer_size)     # vzalloc: zeroed, touched below
+        if cell.mem[i] == NULL:
+            raise MemoryError()
+        memset(cell.mem[i], 0, buffer_size)
+    cell.workers = _Workers(threads, sizeof(uc_worker_t))
+    iters = _calibrate_work(work_ns)
+    for i in range(threads):
+        w = &(<uc_worker_t*>cell.workers.slots)[i]
+        w.space = cell.space.sp
+        w.check = _CHECK_MODES.get(mode, UC_LOCKED)
+        w.starts = cell.starts
+        w.mem = cell.mem
+        w.nbuf = buffers
+        w.buffer_size = buffer_size
+        w.copy_size = copy_size
+        w.work_iters = iters
+        w.shared = cell.shared
+        w.rng = 0x9E3779B97F4A7C15ULL * (i + 1)
+    pool = [threading.Thread(target=cell.worker, args=(i,), daemon=True) for i in range(threads)]
+    pool.append(threading.Thread(target=cell.churn, args=(churn_us * 1000,), daemon=True))
+    for t in pool:
+        t.start()
+    t0 = time.perf_counter()
+    vm_store_int(&cell.shared.go, 1)
+    time.sleep(seconds)
+    vm_store_int(&cell.shared.stop, 1)
+    elapsed = time.perf_counter() - t0
+    for t in pool:
+        t.join()
+    per_thread = [(<uc_worker_t*>cell.workers.slots)[i].requests for i in range(threads)]
+    failures = sum((<uc_worker_t*>cell.workers.slots)[i].failures for i in range(threads))
+    if failures:
+        raise RuntimeError(f"usercopy: {failures} checks failed (a lookup bug)")
+    st = cell.space.stats()
+    return {
+        "requests": sum(per_thread),
+        "elapsed": elapsed,
+        "per_thread": per_thread,
+        "churn_ops": cell.churn_ops,
+        "lock_stats": {k: st[k] for k in ("lock_acquisitions", "lock_contended",
+                                          "rwlock_read_waits", "optimistic_retries",
+                                          "optimistic_fallbacks")},
+    }
+
+
+cdef class _StressRun:
+    cdef _Workers workers
+    cdef uint64_t* owned
+
+    def __dealloc__(self):
+        free(self.owned)
+
+    def worker(self, size_t i):
+        with nogil:
+            stress_loop(&(<stress_worker_t*>self.workers.slots)[i])
+
+
+def stress_native(VmapSpace space, Py_ssize_t threads, uint64_t ops, uint64_t seed=1,
+                  size_t max_owned=256):
+    """Native threads doing random alloc / free / find on one space at once.
+
+    Each of ``threads`` workers runs ``ops`` operations without the GIL and
+    checks that every area it owns stays findable with its bounds.  Returns
+    {"allocs", "frees", "finds", "errors", "owned": [[(start, end), ...] per
+    worker]} (the areas each still holds).
+    """
+    cdef _StressRun run = _StressRun()
+    if threads < 1:
+        raise ValueError("threads must be positive")
+    cdef stress_worker_t* w
+    cdef Py_ssize_t i
+    cdef size_t j
+    space._s()
+    run.workers = _Workers(threads, sizeof(stress_worker_t))
+    run.owned = <uint64_t*>malloc(2 * threads * max_owned * sizeof(uint64_t) + 8)
+    if run.owned == NULL:
+        raise MemoryError()
+    for i in range(threads):
+        w = &(<stress_worker_t*>run.workers.slots)[i]
+        w.space = space.sp
+        w.rng = (seed + i + 1) * 0x9E3779B97F4A7C15ULL
+        w.ops = ops
+        w.owned = run.owned + 2 * i * max_owned
+        w.owned_last = w.owned + max_owned
+        w.cap_owned = max_owned
+    pool = [threading.Thread(target=run.worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out = {"allocs": 0, "frees": 0, "finds": 0, "errors": 0, "owned": []}
+    for i in range(threads):
+        w = &(<stress_worker_t*>run.workers.slots)[i]
+        out["allocs"] += w.allocs
+        out["frees"] += w.frees
+        out["finds"] += w.finds
+        out["errors"] += w.errors
+        out["owned"].append([(w.owned[j], <object>w.owned_last[j] + 1) for j in range(w.nr_owned)])
+    return out

@@ -10,6 +10,20 @@ cdef extern from "_locks.h" nogil:
     bint vm_lock_try(vm_lock_t* l)
     void vm_lock_wait(vm_lock_t* l)
     void vm_unlock(vm_lock_t* l)
+    ctypedef struct vm_rwlock_t:
+        uint64_t read_waits
+    void vm_rwlock_init(vm_rwlock_t* l)
+    bint vm_read_trylock(vm_rwlock_t* l)
+    void vm_read_lock(vm_rwlock_t* l)
+    void vm_read_unlock(vm_rwlock_t* l)
+    bint vm_write_lock_rw_begin(vm_rwlock_t* l)
+    void vm_write_lock_rw_wait(vm_rwlock_t* l)
+    void vm_write_unlock_rw(vm_rwlock_t* l)
+    unsigned vm_read_seqbegin(const unsigned* seq)
+    bint vm_read_seqretry(const unsigned* seq, unsigned start)
+    void vm_write_seqbegin(unsigned* seq)
+    void vm_write_seqend(unsigned* seq)
+    void vm_atomic_inc(uint64_t* p)
 
 cdef extern from "Python.h":
     ctypedef struct PyThreadState:
@@ -21,11 +35,17 @@ cdef extern from "Python.h":
 cdef enum lock_mode_t:
     LOCK_NODE = 0       # a spinlock per node, one for the free tree (the 2024 series)
     LOCK_GLOBAL = 1     # one lock for everything (before the series)
+    LOCK_RWLOCK = 2     # per node: writers take the spinlock and the rwlock, lookups read-lock
+    LOCK_OPTIMISTIC = 3 # per node: writers take the spinlock and bump seq, lookups take nothing
 
-ctypedef struct vnode_t:            # struct vmap_node: its busy tree and lock
-    vm_lock_t lock
+ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
+    vm_lock_t lock                  # busy.lock: serialises writers (and readers in "node")
+    vm_rwlock_t rw                  # readers' lock in "rwlock" mode, own cache line
+    unsigned seq                    # bumped around every change in "optimistic" mode
     rb_root_t root
     size_t nr_areas
+    uint64_t read_retries           # optimistic reads that saw a change and retried
+    uint64_t read_fallbacks         # ... and that gave up and took the lock
 
 ctypedef struct space_t:
     uint64_t start
@@ -69,3 +89,50 @@ cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
 
 cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
     return s.global_lock if s.global_lock != NULL else &vn.lock
+
+
+cdef inline void read_lock_acquire(vm_rwlock_t* l) noexcept nogil:
+    cdef PyThreadState* ts
+    if vm_read_trylock(l):
+        return
+    if PyGILState_Check():
+        ts = PyEval_SaveThread()
+        vm_read_lock(l)
+        PyEval_RestoreThread(ts)
+    else:
+        vm_read_lock(l)
+
+
+cdef inline void busy_lock(space_t* s, vnode_t* vn) noexcept nogil:
+    """Serialise with the other writers of vn (busy.lock); in global mode the
+    caller holds the one lock already."""
+    if s.mode != LOCK_GLOBAL:
+        lock_acquire(&vn.lock)
+
+
+cdef inline void busy_unlock(space_t* s, vnode_t* vn) noexcept nogil:
+    if s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+
+
+cdef inline void busy_change_begin(space_t* s, vnode_t* vn) noexcept nogil:
+    """Holding busy_lock, about to change vn's tree: shut out the readers that
+    do not take busy.lock ("rwlock": write-lock; "optimistic": make seq odd)."""
+    cdef PyThreadState* ts
+    if s.mode == LOCK_RWLOCK:
+        if not vm_write_lock_rw_begin(&vn.rw):
+            if PyGILState_Check():
+                ts = PyEval_SaveThread()
+                vm_write_lock_rw_wait(&vn.rw)
+                PyEval_RestoreThread(ts)
+            else:
+                vm_write_lock_rw_wait(&vn.rw)
+    elif s.mode == LOCK_OPTIMISTIC:
+        vm_write_seqbegin(&vn.seq)
+
+
+cdef inline void busy_change_end(space_t* s, vnode_t* vn) noexcept nogil:
+    if s.mode == LOCK_RWLOCK:
+        vm_write_unlock_rw(&vn.rw)
+    elif s.mode == LOCK_OPTIMISTIC:
+        vm_write_seqend(&vn.seq)

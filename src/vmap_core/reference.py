@@ -18,7 +18,7 @@ from ._errors import VmapExhausted
 ADDR_LIMIT = 1 << 64          # addresses are unsigned 64-bit: [0, 2**64)
 MAX_PAGE_SIZE = 1 << 40
 MAX_NODES = 1024
-LOCK_MODES = ("node", "global")
+LOCK_MODES = ("node", "global", "rwlock", "optimistic")
 
 
 class VmapArea:
