@@ -14,6 +14,9 @@ cdef extern from "_locks.h" nogil:
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
+cdef extern from "_locks.h" nogil:
+    void vm_cpu_relax()
+
 
 cdef inline uint64_t xorshift64(uint64_t* state) noexcept nogil:
     cdef uint64_t x = state[0]
@@ -167,3 +170,39 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
             addr = s.start + ((r >> 8) % range_pages) * s.page_size
             space_find(s, addr, &st, &la)
             w.finds += 1
+
+
+cdef uint64_t _race_counter = 0
+cdef uint64_t _race_arrived = 0
+
+cdef void race_loop(uint64_t n) noexcept nogil:
+    global _race_counter
+    cdef uint64_t i
+    # Meet with relaxed atomics only, which order nothing, then race.
+    vm_atomic_inc(&_race_arrived)
+    while vm_load_u64(&_race_arrived) % 2:
+        vm_cpu_relax()
+    for i in range(n):
+        _race_counter += 1          # deliberately unsynchronised
+
+
+def _race_selftest(uint64_t n=100000):
+    """Test-only: two native threads race on one plain word, so a
+    ThreadSanitizer build can be shown to report a data race."""
+    def run():
+        with nogil:
+            race_loop(n)
+    pool = [threading.Thread(target=run) for _ in range(2)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return _race_counter
+
+
+def _leak_selftest(size_t nbytes=4096):
+    """Test-only: lose one malloc'ed block, so a LeakSanitizer build can be
+    shown to report a leak."""
+    cdef void* p = malloc(nbytes)
+    memset(p, 1, nbytes)
+    return <uintptr_t>p != 0
