@@ -1,19 +1,24 @@
-"""find_many() and check_copy(), the usercopy-side API, for every lock mode."""
+"""find_many() and check_copy(), the usercopy-side API: the core in every
+lock mode and the reference give the same answers and the same errors."""
 
 import array
 
 import pytest
 
 from vmap_core import VmapSpace, _space
+from vmap_core.reference import ReferenceSpace
 
 LOCKS = ("node", "global", "rwlock", "optimistic")
 P = 4096
 MISS = _space.MISS
 
 
-@pytest.fixture(params=LOCKS)
+@pytest.fixture(params=[*LOCKS, "reference"])
 def space(request):
-    s = VmapSpace(1 << 20, 1 << 24, nr_nodes=3, zone_size=P, lock=request.param)
+    if request.param == "reference":
+        s = ReferenceSpace(1 << 20, 1 << 24, nr_nodes=3, zone_size=P)
+    else:
+        s = VmapSpace(1 << 20, 1 << 24, nr_nodes=3, zone_size=P, lock=request.param)
     for size in (3, 1, 5, 2):
         s.alloc(size * P)
     s.free((1 << 20) + 3 * P)          # a hole

@@ -14,8 +14,8 @@ node under its own spinlock, as in Linux mm/vmalloc.c since v6.9.
 """
 
 from ._errors import VmapExhausted
-from ._space import VmapArea, VmapSpace
+from ._space import MISS, VmapArea, VmapSpace
 
 __version__ = "1.0.0"
 
-__all__ = ["VmapArea", "VmapExhausted", "VmapSpace", "__version__"]
+__all__ = ["MISS", "VmapArea", "VmapExhausted", "VmapSpace", "__version__"]

@@ -319,6 +319,19 @@ cdef class VmapSpace:
             return _area(start, last)
         return None
 
+    def _find_released(self, addr):
+        """find() that drops the GIL around the lookup: kept only so that
+        benchmarks/bench_threads.py can measure what that costs."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t start, last
+        cdef space_t* s = self._s()
+        cdef bint found
+        with nogil:
+            found = space_find(s, a, &start, &last)
+        if found:
+            return _area(start, last)
+        return None
+
     def free(self, addr):
         """free_vmap_area(): free the busy area that starts at addr; returns it.
 

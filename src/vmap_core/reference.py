@@ -9,6 +9,7 @@ change nothing here (there is no concurrency to model).
 
 from __future__ import annotations
 
+import array
 import bisect
 import operator
 import os
@@ -16,6 +17,7 @@ import os
 from ._errors import VmapExhausted
 
 ADDR_LIMIT = 1 << 64          # addresses are unsigned 64-bit: [0, 2**64)
+MISS = ADDR_LIMIT - 1         # find_many()'s answer for an address no area holds
 MAX_PAGE_SIZE = 1 << 40
 MAX_NODES = 1024
 LOCK_MODES = ("node", "global", "rwlock", "optimistic")
@@ -70,6 +72,19 @@ def _is_pow2(x: int) -> bool:
 
 def _align_up(x: int, align: int) -> int:
     return (x + align - 1) & -align
+
+
+def _u64_view(buf, name, writable):
+    """A flat memoryview of uint64 items, else TypeError."""
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers") from None
+    if view.format not in ("Q", "L", "<Q", "=Q", "<L", "=L") or view.itemsize != 8 or view.ndim != 1:
+        raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers, not {view.format!r}")
+    if writable and view.readonly:
+        raise TypeError(f"{name} must be writable")
+    return view
 
 
 def default_nr_nodes() -> int:
@@ -190,6 +205,29 @@ class ReferenceSpace:
                 return VmapArea(start, self._busy[start])
         return None
 
+    def find_many(self, addrs, out=None):
+        """find() for each address of a buffer of unsigned 64-bit integers."""
+        addrs = _u64_view(addrs, "addrs", writable=False)
+        if out is None:
+            out = array.array("Q", bytes(8 * len(addrs)))
+        view = _u64_view(out, "out", writable=True)
+        if len(view) != len(addrs):
+            raise ValueError(f"out has {len(view)} items, addrs {len(addrs)}")
+        for i, addr in enumerate(addrs):
+            area = self.find(addr)
+            view[i] = MISS if area is None else area.start
+        return out
+
+    def check_copy(self, addr, n):
+        """check_heap_object(): ValueError unless one area holds [addr, addr + n)."""
+        addr = self._addr(addr, "addr")
+        n = self._addr(n, "n")
+        area = self.find(addr)
+        if area is None:
+            raise ValueError(f"usercopy: {addr:#x} is not in a vmap area")
+        if addr + n > area.end:
+            raise ValueError(f"usercopy: [{addr:#x}, +{n:#x}) runs past the end of its area")
+
     def __len__(self):
         return len(self._busy)
 
@@ -233,4 +271,4 @@ class ReferenceSpace:
                 f"free={len(self._free)}, nr_nodes={self.nr_nodes}, lock={self.lock!r})")
 
 
-__all__ = ["ReferenceSpace", "VmapArea", "VmapExhausted", "default_nr_nodes"]
+__all__ = ["MISS", "ReferenceSpace", "VmapArea", "VmapExhausted", "default_nr_nodes"]
