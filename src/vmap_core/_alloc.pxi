@@ -10,8 +10,9 @@ cdef enum alloc_status_t:
 
 
 cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
-                                uint64_t vlast, uint64_t* out) noexcept nogil:
-    """alloc_vmap_area() / __alloc_vmap_area(): lowest fit in [vstart, vlast]."""
+                                uint64_t vlast, uint64_t tag, uint64_t* out) noexcept nogil:
+    """alloc_vmap_area() / __alloc_vmap_area(): lowest fit in [vstart, vlast];
+    the new area carries tag (its node id + 1, or 0)."""
     cdef va_t* va
     cdef va_t* busy
     cdef va_t* spare = NULL
@@ -45,7 +46,7 @@ cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint6
     va_clip(s, va, fit, nva, szm1, spare)
     vm_store_u64(&busy.start, nva)
     vm_store_u64(&busy.last, nva + szm1)
-    busy.aux = 0
+    busy.aux = tag
     vn = &s.nodes[addr_to_node_id(s, nva)]
     if s.global_lock != NULL:
         bt_insert(vn, busy)             # the one lock is already held

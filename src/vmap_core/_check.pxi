@@ -86,10 +86,16 @@ cdef size_t rb_count(va_t* n) noexcept nogil:
     return 1 + rb_count(n.left) + rb_count(n.right)
 
 
+cdef enum block_kind_t:
+    BLOCK_FREE = 0
+    BLOCK_BUSY = 1
+    BLOCK_LAZY = 2
+    BLOCK_POOLED = 3
+
 ctypedef struct block_t:
     uint64_t start
     uint64_t last
-    int busy
+    int busy            # a block_kind_t
 
 
 cdef int block_cmp(const void* a, const void* b) noexcept nogil:
@@ -107,6 +113,7 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
     cdef unsigned k
     cdef vnode_t* vn
     cdef va_t* n
+    cdef uint64_t lazy_pages = 0
     if s.free_root.node != NULL and rb_is_red(s.free_root.node):
         return "rb colours: the free tree's root is red"
     err = rb_verify(s.free_root.node, NULL, True, s.start, s.last, &bh)
@@ -123,7 +130,7 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
             return "coalescing: two free blocks touch"
         blocks[nblocks].start = n.start
         blocks[nblocks].last = n.last
-        blocks[nblocks].busy = 0
+        blocks[nblocks].busy = BLOCK_FREE
         nblocks += 1
         n = n.next
     nbusy = 0
@@ -145,10 +152,15 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
                 return "node placement: a busy area is not in the node of its start"
             blocks[nblocks].start = n.start
             blocks[nblocks].last = n.last
-            blocks[nblocks].busy = 1
+            blocks[nblocks].busy = BLOCK_BUSY
             nblocks += 1
             n = n.next
         nbusy += vn.nr_areas
+        err = lazy_pool_verify(s, k, blocks, &nblocks, &lazy_pages)
+        if err != NULL:
+            return err
+    if lazy_pages != s.lazy_nr:
+        return "lazy pages: vmap_lazy_nr differs from the pages in the lazy trees"
     if s.slab.in_use != nblocks:
         return "slab: records in use differ from free blocks + busy areas"
     qsort(blocks, nblocks, sizeof(block_t), block_cmp)
@@ -157,10 +169,67 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
     for i in range(1, nblocks):
         if blocks[i - 1].last == UINT64_MAX or blocks[i - 1].last + 1 != blocks[i].start:
             return "tiling: a gap or an overlap between blocks"
-        if not blocks[i - 1].busy and not blocks[i].busy:
+        if blocks[i - 1].busy == BLOCK_FREE and blocks[i].busy == BLOCK_FREE:
             return "coalescing: two free blocks touch"
     if blocks[nblocks - 1].last != s.last:
         return "tiling: free and busy blocks do not reach end"
+    return NULL
+
+
+cdef const char* lazy_pool_verify(space_t* s, unsigned k, block_t* blocks, size_t* nblocks,
+                                  uint64_t* lazy_pages) noexcept nogil:
+    """A node's lazy tree (in the node of its tag, or of its start) and its
+    pools (each area in its size class, lists sound, counts right)."""
+    cdef vnode_t* vn = &s.nodes[k]
+    cdef int bh = 0
+    cdef const char* err
+    cdef va_t* n
+    cdef va_t* prev
+    cdef size_t cls, count, pooled = 0
+    cdef bint ok
+    if vn.lazy_root.node != NULL and rb_is_red(vn.lazy_root.node):
+        return "rb colours: a node's lazy-tree root is red"
+    err = rb_verify(vn.lazy_root.node, NULL, False, s.start, s.last, &bh)
+    if err != NULL:
+        return err
+    if rb_count(vn.lazy_root.node) != vn.nr_lazy:
+        return "counts: a node's lazy tree does not hold nr_lazy areas"
+    err = list_verify(vn.lazy_root.node, vn.nr_lazy)
+    if err != NULL:
+        return err
+    n = rb_first(vn.lazy_root.node)
+    while n != NULL:
+        if (n.aux - 1 if n.aux else addr_to_node_id(s, n.start)) != k:
+            return "lazy placement: a lazy area is not in the node of its tag"
+        lazy_pages[0] += (n.last - n.start) // s.page_size + 1
+        blocks[nblocks[0]].start = n.start
+        blocks[nblocks[0]].last = n.last
+        blocks[nblocks[0]].busy = BLOCK_LAZY
+        nblocks[0] += 1
+        n = n.next
+    for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+        n = vn.pools[cls].head
+        prev = NULL
+        count = 0
+        while n != NULL:
+            if n.prev != prev:
+                return "pools: a prev link is wrong"
+            if size_to_va_pool(s, n.last - n.start, &ok) != cls or not ok:
+                return "pools: an area is not in its size class"
+            count += 1
+            if count > vn.pools[cls].len or pooled + count > vn.nr_pooled:
+                return "pools: a list is longer than its len"
+            blocks[nblocks[0]].start = n.start
+            blocks[nblocks[0]].last = n.last
+            blocks[nblocks[0]].busy = BLOCK_POOLED
+            nblocks[0] += 1
+            prev = n
+            n = n.next
+        if prev != vn.pools[cls].tail or count != vn.pools[cls].len:
+            return "pools: tail or len is wrong"
+        pooled += count
+    if pooled != vn.nr_pooled:
+        return "pools: nr_pooled differs from the pools' lengths"
     return NULL
 
 

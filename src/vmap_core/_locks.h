@@ -201,6 +201,23 @@ static inline void vm_atomic_inc(uint64_t *p)
     __atomic_add_fetch(p, 1, __ATOMIC_RELAXED);
 }
 
+static inline uint64_t vm_atomic_add(uint64_t *p, uint64_t v)
+{
+    return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
+}
+
+/* A stable index for the calling thread, 0, 1, 2... in order of first use:
+ * the "CPU" whose node pool an allocation tries first. */
+static unsigned vm_next_cpu;
+static __thread int vm_cpu_of_thread = -1;
+
+static inline unsigned vm_current_cpu(void)
+{
+    if (vm_cpu_of_thread < 0)
+        vm_cpu_of_thread = (int)__atomic_fetch_add(&vm_next_cpu, 1, __ATOMIC_RELAXED);
+    return (unsigned)vm_cpu_of_thread;
+}
+
 /* Relaxed atomic accessors for words that lock-free readers may load. */
 static inline void *vm_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void vm_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }

@@ -113,7 +113,7 @@ cdef void uc_churn_loop(space_t* s, uc_shared_t* shared, uint64_t period_ns,
     ts.tv_sec = period_ns // 1000000000ULL
     ts.tv_nsec = period_ns % 1000000000ULL
     while not vm_load_int(&shared.stop):
-        if space_alloc(s, 2 * s.page_size - 1, s.page_size, s.start, s.last, &addr) == ALLOC_OK:
+        if space_alloc(s, 2 * s.page_size - 1, s.page_size, s.start, s.last, 0, &addr) == ALLOC_OK:
             space_free(s, addr, &st, &la)
             ops[0] += 1
         if period_ns:
@@ -147,7 +147,7 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
         if r % 8 < 3 and w.nr_owned < w.cap_owned:
             szm1 = (1 + (r >> 8) % 8) * s.page_size - 1
             align = s.page_size << ((r >> 16) % 3)
-            if space_alloc(s, szm1, align, s.start, s.last, &addr) == ALLOC_OK:
+            if space_alloc(s, szm1, align, s.start, s.last, 0, &addr) == ALLOC_OK:
                 w.owned[w.nr_owned] = addr
                 w.owned_last[w.nr_owned] = addr + szm1
                 w.nr_owned += 1

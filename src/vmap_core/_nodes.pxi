@@ -2,16 +2,16 @@
 # node, each under the node's own lock (mm/vmalloc.c, struct vmap_node).  The
 # list links reuse prev/next, which a busy record does not need for the free tree.
 
-cdef void bt_insert(vnode_t* vn, va_t* va) noexcept nogil:
-    """insert_vmap_area() into one node's busy tree."""
-    cdef va_t* n = vn.root.node
+cdef void tree_insert(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
+    """insert_vmap_area(): into a tree (and list) of areas keyed by start."""
+    cdef va_t* n = root.node
     cdef va_t* parent = NULL
     cdef bint left = False
     while n != NULL:
         parent = n
         left = va.start < n.start
         n = n.left if left else n.right
-    rb_link(&vn.root, va, parent, left)
+    rb_link(root, va, parent, left)
     if parent == NULL:
         va.prev = NULL
         va.next = NULL
@@ -27,24 +27,37 @@ cdef void bt_insert(vnode_t* vn, va_t* va) noexcept nogil:
         if parent.next != NULL:
             parent.next.prev = va
         parent.next = va
-    rb_insert_color(&vn.root, va, &RB_PLAIN)
-    vn.nr_areas += 1
+    rb_insert_color(root, va, &RB_PLAIN)
+    count[0] += 1
 
 
-cdef void bt_unlink(vnode_t* vn, va_t* va) noexcept nogil:
-    """unlink_va() from one node's busy tree."""
-    rb_erase(&vn.root, va, &RB_PLAIN)
+cdef void tree_unlink(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
+    """unlink_va(): from a tree (and list) of areas keyed by start."""
+    rb_erase(root, va, &RB_PLAIN)
     if va.prev != NULL:
         va.prev.next = va.next
     if va.next != NULL:
         va.next.prev = va.prev
-    vn.nr_areas -= 1
+    count[0] -= 1
+
+
+cdef inline void bt_insert(vnode_t* vn, va_t* va) noexcept nogil:
+    """Into one node's busy tree."""
+    tree_insert(&vn.root, &vn.nr_areas, va)
+
+
+cdef inline void bt_unlink(vnode_t* vn, va_t* va) noexcept nogil:
+    tree_unlink(&vn.root, &vn.nr_areas, va)
 
 
 cdef inline va_t* bt_lookup(vnode_t* vn, uint64_t addr) noexcept nogil:
     """__find_vmap_area(): the area of this node with start <= addr <= last.
     Only for a caller that keeps writers out."""
-    cdef va_t* n = vn.root.node
+    return bt_lookup_root(&vn.root, addr)
+
+
+cdef inline va_t* bt_lookup_root(rb_root_t* root, uint64_t addr) noexcept nogil:
+    cdef va_t* n = root.node
     while n != NULL:
         if addr < n.start:
             n = n.left

@@ -32,6 +32,7 @@ include "_types.pxi"
 include "_freetree.pxi"
 include "_nodes.pxi"
 include "_alloc.pxi"
+include "_lazy.pxi"
 include "_check.pxi"
 include "_native.pxi"
 
@@ -162,6 +163,18 @@ cdef list _areas_of(block_t* blocks, size_t n):
 
 # -- VmapSpace --------------------------------------------------------------
 
+cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
+    """Free everything a space_t holds (its slab gives back every record)."""
+    cdef unsigned k
+    if s.nodes != NULL:
+        for k in range(nr_nodes):
+            free(s.nodes[k].pools)
+    slab_destroy(&s.slab)
+    free(s.locks)
+    free(s.nodes)
+    free(s)
+
+
 def default_nr_nodes():
     """The kernel's nr_vmap_nodes: the number of CPUs, clamped to 1..128."""
     return max(1, min(os.cpu_count() or 1, 128))
@@ -181,12 +194,15 @@ cdef class VmapSpace:
     """
     cdef space_t* sp
     cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
+    cdef readonly object lazy_max_pages, on_purge
+    cdef dict _callers          # start -> caller tag, for the areas given one
+    cdef public list load_notes  # from_vmallocinfo(): what was done to build it
 
     def __cinit__(self):
         self.sp = NULL
 
     def __init__(self, start, end, *, page_size=4096, nr_nodes=None, zone_size=None,
-                 lock="node"):
+                 lock="node", lazy_max_pages=None, on_purge=None):
         cdef space_t* s
         cdef va_t* va
         cdef unsigned k
@@ -199,8 +215,12 @@ cdef class VmapSpace:
             nr_nodes = _index(nr_nodes, "nr_nodes")
         if zone_size is not None:
             zone_size = _index(zone_size, "zone_size")
+        if lazy_max_pages is not None:
+            lazy_max_pages = _index(lazy_max_pages, "lazy_max_pages")
         if not isinstance(lock, str):
             raise TypeError(f"lock must be a str, not {type(lock).__name__}")
+        if on_purge is not None and not callable(on_purge):
+            raise TypeError("on_purge must be callable or None")
         if not (0 < page_size <= _MAX_PAGE_SIZE and page_size & (page_size - 1) == 0):
             raise ValueError("page_size must be a power of two <= 2**40")
         if not 0 <= start < end <= _ADDR_LIMIT:
@@ -217,19 +237,25 @@ cdef class VmapSpace:
             raise ValueError("zone_size must be a positive multiple of page_size below 2**64")
         if lock not in _LOCK_MODE_IDS:
             raise ValueError(f"lock must be one of {LOCK_MODES}, not {lock!r}")
+        if lazy_max_pages is None:
+            lazy_max_pages = _reference.default_lazy_max_pages(page_size)
+        elif not 0 <= lazy_max_pages < _ADDR_LIMIT:
+            raise ValueError("lazy_max_pages must be in [0, 2**64)")
 
-        s = <space_t*>malloc(sizeof(space_t))
+        s = <space_t*>calloc(1, sizeof(space_t))
         if s == NULL:
             raise MemoryError()
-        s.locks = <vm_lock_t*>vm_aligned_calloc(2, sizeof(vm_lock_t))
+        s.locks = <vm_lock_t*>vm_aligned_calloc(3, sizeof(vm_lock_t))
         s.nodes = <vnode_t*>vm_aligned_calloc(nr_nodes, sizeof(vnode_t))
         slab_init(&s.slab)
         va = slab_alloc(&s.slab) if s.locks != NULL and s.nodes != NULL else NULL
+        if va != NULL:
+            for k in range(<unsigned>nr_nodes):
+                s.nodes[k].pools = <va_pool_t*>calloc(MAX_VA_SIZE_PAGES, sizeof(va_pool_t))
+                if s.nodes[k].pools == NULL:
+                    va = NULL
         if va == NULL:
-            free(s.locks)
-            free(s.nodes)
-            slab_destroy(&s.slab)
-            free(s)
+            space_destroy(s, nr_nodes)
             raise MemoryError()
         s.start = start
         s.last = end - 1
@@ -240,11 +266,16 @@ cdef class VmapSpace:
         s.mode = _LOCK_MODE_IDS[lock]
         vm_lock_init(&s.locks[0])
         vm_lock_init(&s.locks[1])
+        vm_lock_init(&s.locks[2])
+        s.purge_lock = &s.locks[2]
+        s.lazy_max_pages = lazy_max_pages
         s.global_lock = &s.locks[1] if s.mode == LOCK_GLOBAL else NULL
         s.free_lock = s.global_lock if s.global_lock != NULL else &s.locks[0]
         for k in range(s.nr_nodes):       # calloc'ed: zero counters, empty trees
             vm_lock_init(&s.nodes[k].lock)
             vm_rwlock_init(&s.nodes[k].rw)
+            vm_lock_init(&s.nodes[k].lazy_lock)
+            vm_lock_init(&s.nodes[k].pool_lock)
         s.free_root.node = NULL
         s.nr_free = 0
         va.start = s.start
@@ -253,13 +284,13 @@ cdef class VmapSpace:
         self.sp = s
         self.start, self.end, self.page_size = start, end, page_size
         self.nr_nodes, self.zone_size, self.lock = nr_nodes, zone_size, lock
+        self.lazy_max_pages, self.on_purge = lazy_max_pages, on_purge
+        self._callers = {}
+        self.load_notes = []
 
     def __dealloc__(self):
         if self.sp != NULL:
-            slab_destroy(&self.sp.slab)
-            free(self.sp.locks)
-            free(self.sp.nodes)
-            free(self.sp)
+            space_destroy(self.sp, self.sp.nr_nodes)
             self.sp = NULL
 
     cdef inline space_t* _s(self) except NULL:
@@ -269,16 +300,22 @@ cdef class VmapSpace:
 
     # -- the hot methods ----------------------------------------------------
 
-    def alloc(self, size, align=None, vstart=None, vend=None):
+    def alloc(self, size, align=None, vstart=None, vend=None, *, cpu=None, caller=None):
         """alloc_vmap_area(): the lowest ``[a, a + size)`` in ``[vstart, vend)``
         with ``a`` a multiple of ``align``; returns ``a``.
 
         Takes the first free block, in address order, where
         ``ALIGN(max(block.start, vstart), align) + size <= block.end``.
-        Raises VmapExhausted when none does or when that fit ends past vend.
+        With the whole range and more than one node, the pool of node
+        ``cpu % nr_nodes`` is tried first (node_alloc(); ``cpu`` defaults to a
+        stable index of the calling thread) and the area is tagged with that
+        node.  When nothing fits, everything lazy is purged with full pool
+        decay and the search retried once; then VmapExhausted.  ``caller``
+        is an optional tag shown by vmallocinfo().
         """
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr
+        cdef uint64_t tag = 0
         cdef alloc_status_t rc
         size = _index(size, "size")
         if align is not None:
@@ -287,6 +324,10 @@ cdef class VmapSpace:
             vstart = _index(vstart, "vstart")
         if vend is not None:
             vend = _index(vend, "vend")
+        if cpu is not None:
+            cpu = _index(cpu, "cpu")
+        if caller is not None and not isinstance(caller, str):
+            raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
         szm1 = _last_of(size, "size")
         if (szm1 + 1) & (s.page_size - 1):
             raise ValueError(f"size must be a positive multiple of page_size, not {size}")
@@ -302,14 +343,31 @@ cdef class VmapSpace:
             raise ValueError("need start <= vstart < vend <= end")
         if (vs | (vl + 1)) & (s.page_size - 1):
             raise ValueError("vstart and vend must be multiples of page_size")
-        rc = space_alloc(s, szm1, al, vs, vl, &addr)
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        if vs == s.start and vl == s.last and s.nr_nodes > 1:
+            tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
+            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr) == ALLOC_OK:
+                return self._tagged(addr, caller)
+            tag += 1
+        rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
+        if rc == ALLOC_NOSPACE or rc == ALLOC_RANGE:
+            self.purge(full=True)           # the overflow path: purge, retry once
+            rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
         if rc == ALLOC_OK:
-            return addr
+            return self._tagged(addr, caller)
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
             raise VmapExhausted(f"the lowest fit for size={size:#x} align={al:#x} ends past vend")
         raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
+
+    cdef inline object _tagged(self, uint64_t addr, object caller):
+        if caller is not None:
+            self._callers[addr] = caller
+        elif self._callers:
+            self._callers.pop(addr, None)
+        return addr
 
     def find(self, addr):
         """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
@@ -341,10 +399,182 @@ cdef class VmapSpace:
         cdef uint64_t start, last
         cdef int rc = space_free(self._s(), a, &start, &last)
         if rc == UNLINK_OK:
+            if self._callers:
+                self._callers.pop(start, None)
             return _area(start, last)
         if rc < 0:
             raise SystemError("vmap_core: freed area overlapped free space (corrupted space)")
         raise KeyError(addr)
+
+    # -- lazy free, purge, pools ------------------------------------------------
+
+    def free_lazy(self, addr):
+        """vfree() / free_vmap_area_noflush(): unlink the busy area that starts
+        at addr and park it, unmerged, in the lazy tree of its tagged node
+        (else the node of its start).  Its range is not reusable until a
+        purge, which runs here when the lazy pages exceed lazy_max_pages.
+        KeyError as for free(); returns the area."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t start, last
+        cdef bint over = False
+        cdef int rc = space_free_lazy(self._s(), a, &start, &last, &over)
+        if rc != UNLINK_OK:
+            raise KeyError(addr)
+        if self._callers:
+            self._callers.pop(start, None)
+        if over:
+            self.purge()
+        return _area(start, last)
+
+    def purge(self, full=False):
+        """__purge_vmap_area_lazy(): decay every node's pools (~25% of each
+        class, all with full=True), then send every lazy area to its node's
+        pool (when it carries a node tag, fits one of the 256 size classes and
+        the purge is not full) or back to the free tree, merging.  Calls
+        on_purge(start, end) with the union of the purged ranges (the one TLB
+        flush) and returns the number of lazy areas purged."""
+        cdef uint64_t fs, fl
+        cdef size_t n
+        cdef space_t* s = self._s()
+        cdef bint f
+        if not isinstance(full, bool):
+            raise TypeError("full must be a bool")
+        f = full
+        with nogil:
+            n = space_purge(s, f, &fs, &fl)
+        if n and self.on_purge is not None:
+            self.on_purge(fs, <object>fl + 1)
+        return n
+
+    def drain_pools(self):
+        """The shrinker's scan: fully decay every node's pools back to the
+        free tree; returns the number of areas given back."""
+        cdef space_t* s = self._s()
+        cdef size_t n
+        with nogil:
+            n = space_drain_pools(s)
+        return n
+
+    def areas(self, from_addr=0):
+        """Busy areas in global address order, from the first that ends above
+        from_addr (find_vmap_area_exceed_addr(), as vread_iter() walks).  Each
+        step finds its place anew, so other threads may alloc and free meanwhile."""
+        cdef uint64_t addr = _u64(_index(from_addr, "from_addr"), "from_addr")
+        return self._areas_from(addr)
+
+    def _areas_from(self, uint64_t addr):
+        cdef uint64_t start, last
+        cdef space_t* s = self._s()
+        while space_find_exceed(s, addr, &start, &last):
+            yield _area(start, last)
+            if last == UINT64_MAX:
+                return
+            addr = last + 1
+
+    def caller_of(self, addr):
+        """The caller tag of the busy area that starts at addr (None if it has
+        none); KeyError if no busy area starts there."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t start, last
+        if not space_find(self._s(), a, &start, &last) or start != a:
+            raise KeyError(addr)
+        return self._callers.get(a)
+
+    def lazy_areas(self):
+        """Lazily freed areas not yet purged, in address order."""
+        return [a for a, _ in self._lazy_pool_snapshot(True)]
+
+    def pooled_areas(self):
+        """(area, node) for every area in a node's pool, in address order."""
+        return self._lazy_pool_snapshot(False)
+
+    cdef list _lazy_pool_snapshot(self, bint lazy):
+        cdef space_t* s = self._s()
+        cdef list out = []
+        cdef unsigned k
+        cdef size_t cls
+        cdef vnode_t* vn
+        cdef va_t* va
+        cdef vm_lock_t* l
+        cdef block_t* blocks
+        cdef size_t n, cap
+        for k in range(s.nr_nodes):
+            vn = &s.nodes[k]
+            l = lazy_lock(s, vn) if lazy else pool_lock(s, vn)
+            lock_acquire(l)
+            cap = vn.nr_lazy if lazy else vn.nr_pooled
+            blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
+            if blocks == NULL:
+                vm_unlock(l)
+                raise MemoryError()
+            n = 0
+            if lazy:
+                va = rb_first(vn.lazy_root.node)
+                while va != NULL and n < cap:
+                    blocks[n].start = va.start
+                    blocks[n].last = va.last
+                    n += 1
+                    va = va.next
+            else:
+                for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                    va = vn.pools[cls].head
+                    while va != NULL and n < cap:
+                        blocks[n].start = va.start
+                        blocks[n].last = va.last
+                        n += 1
+                        va = va.next
+            vm_unlock(l)
+            try:
+                out.extend((a, k) for a in _areas_of(blocks, n))
+            finally:
+                free(blocks)
+        out.sort(key=lambda p: p[0].start)
+        return out
+
+    def vmallocinfo(self):
+        """/proc/vmallocinfo (s_show(), show_purge_info()): busy areas node by
+        node, sorted within a node, as ``0x<start>-0x<end> <size> <caller>
+        pages=<n> vmalloc`` (``vm_map_ram`` for an area without a caller),
+        then the lazily freed ones as ``unpurged vm_area``."""
+        cdef list lines = []
+        cdef dict callers = self._callers
+        by_node = [[] for _ in range(self.nr_nodes)]
+        for a in self._busy_snapshot():
+            by_node[self.node_of(a.start)].append(a)
+        for areas in by_node:
+            for a in areas:
+                lines.append(_reference._info_line(a.start, a.end, callers.get(a.start),
+                                                   self.page_size))
+        lazy_by_node = [[] for _ in range(self.nr_nodes)]
+        for a in self.lazy_areas():
+            lazy_by_node[self._lazy_node(a.start)].append(a)
+        for areas in lazy_by_node:
+            for a in areas:
+                lines.append(f"0x{a.start:016x}-0x{a.end:016x} {a.size:7d} unpurged vm_area")
+        return "".join(line + "\n" for line in lines)
+
+    cdef unsigned _lazy_node(self, uint64_t start):
+        cdef space_t* s = self.sp
+        cdef unsigned k
+        cdef va_t* n
+        for k in range(s.nr_nodes):
+            lock_acquire(lazy_lock(s, &s.nodes[k]))
+            n = bt_lookup_root(&s.nodes[k].lazy_root, start)
+            vm_unlock(lazy_lock(s, &s.nodes[k]))
+            if n != NULL:
+                return k
+        return 0
+
+    @classmethod
+    def from_vmallocinfo(cls, text_or_path, **space_kwargs):
+        """A space holding exactly the busy areas of a /proc/vmallocinfo dump
+        (its text, or a path to one); see vmap_core.vmallocinfo.load.  What
+        was done to build it (hidden or hashed addresses laid out anew, lines
+        skipped) is in the space's ``load_notes``."""
+        from . import vmallocinfo
+        space, notes = vmallocinfo.load(text_or_path, space_class=cls, **space_kwargs)
+        space.load_notes = list(notes)
+        return space
 
     def node_of(self, addr):
         """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
@@ -482,24 +712,31 @@ cdef class VmapSpace:
     # -- introspection ------------------------------------------------------
 
     cdef void _lock_all(self) noexcept:
+        """Every lock, in one fixed order (purge lock first, as a purge would)."""
         cdef space_t* s = self.sp
         cdef unsigned k
+        lock_acquire(s.purge_lock)
         if s.global_lock != NULL:
             lock_acquire(s.global_lock)
             return
         for k in range(s.nr_nodes):
             lock_acquire(&s.nodes[k].lock)
+            lock_acquire(&s.nodes[k].lazy_lock)
+            lock_acquire(&s.nodes[k].pool_lock)
         lock_acquire(s.free_lock)
 
     cdef void _unlock_all(self) noexcept:
         cdef space_t* s = self.sp
         cdef unsigned k
-        if s.global_lock != NULL:
+        if s.global_lock == NULL:
+            vm_unlock(s.free_lock)
+            for k in range(s.nr_nodes):
+                vm_unlock(&s.nodes[k].pool_lock)
+                vm_unlock(&s.nodes[k].lazy_lock)
+                vm_unlock(&s.nodes[k].lock)
+        else:
             vm_unlock(s.global_lock)
-            return
-        vm_unlock(s.free_lock)
-        for k in range(s.nr_nodes):
-            vm_unlock(&s.nodes[k].lock)
+        vm_unlock(s.purge_lock)
 
     def check(self):
         """Verify every invariant; AssertionError names the first broken one.
@@ -519,7 +756,7 @@ cdef class VmapSpace:
         self._lock_all()
         cap = s.nr_free
         for k in range(s.nr_nodes):
-            cap += s.nodes[k].nr_areas
+            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
         blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
             self._unlock_all()
@@ -547,7 +784,10 @@ cdef class VmapSpace:
         """Counts and sizes, and per-lock acquisition counters.
 
         Keys: busy_areas, busy_bytes, free_areas, free_bytes, largest_free,
-        nr_nodes, node_areas (busy areas per node), lock, slab_bytes (memory
+        nr_nodes, node_areas (busy areas per node), lock, lazy_areas,
+        lazy_pages, lazy_max_pages, pooled_areas, pool_areas (per node,
+        {size class: areas}), purges (runs), tlb_flushes (runs that purged
+        something), purged_areas, slab_bytes (memory
         held for area records), slab_records (records in use: busy + free),
         record_bytes (bytes per record), lock_acquisitions / lock_contended
         (per lock: "free" and one per node, or "global"; a lookup in "node"
@@ -593,6 +833,12 @@ cdef class VmapSpace:
             for k in range(s.nr_nodes):
                 acq[f"node{k}"] = s.nodes[k].lock.acquisitions
                 cont[f"node{k}"] = s.nodes[k].lock.contended
+        lazy_areas = sum(s.nodes[k].nr_lazy for k in range(s.nr_nodes))
+        pooled = sum(s.nodes[k].nr_pooled for k in range(s.nr_nodes))
+        pool_areas = [{c: s.nodes[k].pools[c].len for c in range(MAX_VA_SIZE_PAGES)
+                       if s.nodes[k].pools[c].len} for k in range(s.nr_nodes)]
+        lazy_pages = s.lazy_nr
+        purges, flushes, purged = s.purges, s.tlb_flushes, s.purged_areas
         read_waits = [s.nodes[k].rw.read_waits for k in range(s.nr_nodes)]
         retries = [s.nodes[k].read_retries for k in range(s.nr_nodes)]
         fallbacks = [s.nodes[k].read_fallbacks for k in range(s.nr_nodes)]
@@ -607,6 +853,14 @@ cdef class VmapSpace:
             "nr_nodes": s.nr_nodes,
             "node_areas": node_areas,
             "lock": self.lock,
+            "lazy_areas": lazy_areas,
+            "lazy_pages": lazy_pages,
+            "lazy_max_pages": self.lazy_max_pages,
+            "pooled_areas": pooled,
+            "pool_areas": pool_areas,
+            "purges": purges,
+            "tlb_flushes": flushes,
+            "purged_areas": purged,
             "slab_bytes": slab_b,
             "slab_records": records,
             "record_bytes": sizeof(va_t),

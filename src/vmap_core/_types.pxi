@@ -38,6 +38,14 @@ cdef enum lock_mode_t:
     LOCK_RWLOCK = 2     # per node: writers take the spinlock and the rwlock, lookups read-lock
     LOCK_OPTIMISTIC = 3 # per node: writers take the spinlock and bump seq, lookups take nothing
 
+cdef enum:
+    MAX_VA_SIZE_PAGES = 256         # size classes of a node's pool
+
+ctypedef struct va_pool_t:          # struct vmap_pool: one size class, a list through prev/next
+    va_t* head
+    va_t* tail
+    size_t len
+
 ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
     vm_lock_t lock                  # busy.lock: serialises writers (and readers in "node")
     vm_rwlock_t rw                  # readers' lock in "rwlock" mode, own cache line
@@ -46,6 +54,12 @@ ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
     size_t nr_areas
     uint64_t read_retries           # optimistic reads that saw a change and retried
     uint64_t read_fallbacks         # ... and that gave up and took the lock
+    vm_lock_t lazy_lock             # lazy.lock: the lazily freed areas
+    rb_root_t lazy_root
+    size_t nr_lazy
+    vm_lock_t pool_lock             # pool_lock: the pools
+    va_pool_t* pools                # MAX_VA_SIZE_PAGES classes
+    size_t nr_pooled
 
 ctypedef struct space_t:
     uint64_t start
@@ -55,13 +69,19 @@ ctypedef struct space_t:
     int zone_shift             # log2(zone_size), or -1 when not a power of two
     unsigned nr_nodes
     lock_mode_t mode
-    vm_lock_t* locks           # [0] free tree, [1] global
+    vm_lock_t* locks           # [0] free tree, [1] global, [2] purge
     vm_lock_t* free_lock       # free_vmap_area_lock (== global lock in global mode)
     vm_lock_t* global_lock     # NULL unless mode == LOCK_GLOBAL
     vnode_t* nodes
     rb_root_t free_root        # free_vmap_area_root
     size_t nr_free             # free blocks in the tree
     slab_t slab                # serialised by free_lock
+    vm_lock_t* purge_lock      # vmap_purge_lock: one purge at a time
+    uint64_t lazy_nr           # vmap_lazy_nr: pages lazily freed, not yet purged
+    uint64_t lazy_max_pages
+    uint64_t purges            # purge runs; those that flushed; areas purged
+    uint64_t tlb_flushes
+    uint64_t purged_areas
 
 
 cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept nogil:
@@ -89,6 +109,12 @@ cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
 
 cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
     return s.global_lock if s.global_lock != NULL else &vn.lock
+
+cdef inline vm_lock_t* lazy_lock(space_t* s, vnode_t* vn) noexcept nogil:
+    return s.global_lock if s.global_lock != NULL else &vn.lazy_lock
+
+cdef inline vm_lock_t* pool_lock(space_t* s, vnode_t* vn) noexcept nogil:
+    return s.global_lock if s.global_lock != NULL else &vn.pool_lock
 
 
 cdef inline void read_lock_acquire(vm_rwlock_t* l) noexcept nogil:
