@@ -136,10 +136,13 @@ ctypedef struct stress_worker_t:
 
 
 cdef void stress_loop(stress_worker_t* w) noexcept nogil:
-    """Random alloc / free / find on a shared space; every area a worker owns
-    must stay findable with its own bounds until the worker frees it."""
+    """Random alloc / free / lazy free and purge / find on a shared space;
+    every area a worker owns must stay findable with its own bounds until the
+    worker frees it."""
     cdef uint64_t k, r, addr, st, la, szm1, align
     cdef size_t i
+    cdef int rc
+    cdef bint over = False
     cdef space_t* s = w.space
     cdef uint64_t range_pages = (s.last - s.start) // s.page_size + 1
     for k in range(w.ops):
@@ -147,14 +150,21 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
         if r % 8 < 3 and w.nr_owned < w.cap_owned:
             szm1 = (1 + (r >> 8) % 8) * s.page_size - 1
             align = s.page_size << ((r >> 16) % 3)
-            if space_alloc(s, szm1, align, s.start, s.last, 0, &addr) == ALLOC_OK:
+            if space_alloc(s, szm1, align, s.start, s.last, (r >> 20) % (s.nr_nodes + 1), &addr) == ALLOC_OK:
                 w.owned[w.nr_owned] = addr
                 w.owned_last[w.nr_owned] = addr + szm1
                 w.nr_owned += 1
                 w.allocs += 1
         elif r % 8 < 5 and w.nr_owned:
             i = (r >> 8) % w.nr_owned
-            if space_free(s, w.owned[i], &st, &la) != UNLINK_OK or la != w.owned_last[i]:
+            if (r >> 4) & 1:
+                rc = space_free_lazy(s, w.owned[i], &st, &la, &over)
+                if over or (r >> 5) % 64 == 0:
+                    space_purge(s, (r >> 11) & 1, &st, &la)
+                    la = w.owned_last[i]
+            else:
+                rc = space_free(s, w.owned[i], &st, &la)
+            if rc != UNLINK_OK or la != w.owned_last[i]:
                 w.errors += 1
             w.nr_owned -= 1
             w.owned[i] = w.owned[w.nr_owned]
