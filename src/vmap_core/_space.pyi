@@ -1,6 +1,7 @@
 """Type stub of the Cython core (vmap_core._space)."""
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, SupportsIndex
 
 from ._errors import VmapExhausted as VmapExhausted
@@ -30,6 +31,9 @@ class VmapSpace:
     nr_nodes: int
     zone_size: int
     lock: LockMode
+    lazy_max_pages: int
+    on_purge: Callable[[int, int], object] | None
+    load_notes: list[str]
     def __init__(
         self,
         start: SupportsIndex,
@@ -39,14 +43,29 @@ class VmapSpace:
         nr_nodes: SupportsIndex | None = None,
         zone_size: SupportsIndex | None = None,
         lock: LockMode = "node",
+        lazy_max_pages: SupportsIndex | None = None,
+        on_purge: Callable[[int, int], object] | None = None,
     ) -> None: ...
+    @classmethod
+    def from_vmallocinfo(cls, text_or_path: str | os.PathLike[str], **space_kwargs: Any) -> VmapSpace: ...
     def alloc(
         self,
         size: SupportsIndex,
         align: SupportsIndex | None = None,
         vstart: SupportsIndex | None = None,
         vend: SupportsIndex | None = None,
+        *,
+        cpu: SupportsIndex | None = None,
+        caller: str | None = None,
     ) -> int: ...
+    def free_lazy(self, addr: SupportsIndex) -> VmapArea: ...
+    def purge(self, full: bool = False) -> int: ...
+    def drain_pools(self) -> int: ...
+    def areas(self, from_addr: SupportsIndex = 0) -> Iterator[VmapArea]: ...
+    def caller_of(self, addr: SupportsIndex) -> str | None: ...
+    def lazy_areas(self) -> list[VmapArea]: ...
+    def pooled_areas(self) -> list[tuple[VmapArea, int]]: ...
+    def vmallocinfo(self) -> str: ...
     def find(self, addr: SupportsIndex) -> VmapArea | None: ...
     def free(self, addr: SupportsIndex) -> VmapArea: ...
     def find_many(self, addrs: Any, out: Any = None) -> Any: ...

@@ -572,7 +572,7 @@ cdef class VmapSpace:
         was done to build it (hidden or hashed addresses laid out anew, lines
         skipped) is in the space's ``load_notes``."""
         from . import vmallocinfo
-        space, notes = vmallocinfo.load(text_or_path, space_class=cls, **space_kwargs)
+        space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
         return space
 

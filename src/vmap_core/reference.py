@@ -170,6 +170,16 @@ class ReferenceSpace:
         self._lazy_pages = 0
         self._pools = [[[] for _ in range(MAX_VA_SIZE_PAGES)] for _ in range(nr_nodes)]
         self._purges = self._tlb_flushes = self._purged_areas = 0
+        self.load_notes: list[str] = []     # from_vmallocinfo(): what was done
+
+    @classmethod
+    def from_vmallocinfo(cls, text_or_path, **space_kwargs):
+        """A space holding exactly the busy areas of a /proc/vmallocinfo dump;
+        what was done to build it is in ``load_notes``."""
+        from . import vmallocinfo
+        space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
+        space.load_notes = list(notes)
+        return space
 
     # -- helpers -------------------------------------------------------------
     def node_of(self, addr: int) -> int:
