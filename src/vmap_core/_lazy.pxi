@@ -23,7 +23,7 @@ cdef inline void pool_unlink(va_pool_t* vp, va_t* va) noexcept nogil:
         va.next.prev = va.prev
     else:
         vp.tail = va.prev
-    vp.len -= 1
+    cnt_add(&vp.len, -1)
 
 
 cdef inline void pool_push_head(va_pool_t* vp, va_t* va) noexcept nogil:
@@ -34,7 +34,7 @@ cdef inline void pool_push_head(va_pool_t* vp, va_t* va) noexcept nogil:
     else:
         vp.tail = va
     vp.head = va
-    vp.len += 1
+    cnt_add(&vp.len, 1)
 
 
 cdef inline void pool_push_tail(va_pool_t* vp, va_t* va) noexcept nogil:
@@ -45,7 +45,7 @@ cdef inline void pool_push_tail(va_pool_t* vp, va_t* va) noexcept nogil:
     else:
         vp.head = va
     vp.tail = va
-    vp.len += 1
+    cnt_add(&vp.len, 1)
 
 
 cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t align) noexcept nogil:
@@ -56,7 +56,7 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
     cdef va_pool_t* vp
     cdef va_t* va = NULL
     cdef vm_lock_t* l
-    if not ok or vn.pools[cls].len == 0:     # the kernel's unlocked list_empty() peek
+    if not ok or cnt_peek(&vn.pools[cls].len) == 0:     # the kernel's unlocked list_empty() peek
         return NULL
     vp = &vn.pools[cls]
     l = pool_lock(s, vn)
@@ -64,11 +64,11 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
     if vp.head != NULL:
         va = vp.head
         pool_unlink(vp, va)
-        vn.nr_pooled -= 1
         if va.start & (align - 1):
             pool_push_tail(vp, va)
-            vn.nr_pooled += 1
             va = NULL
+        else:
+            cnt_add(&vn.nr_pooled, -1)
     vm_unlock(l)
     return va
 
@@ -139,7 +139,7 @@ cdef size_t decay_va_pool_node(space_t* s, vnode_t* vn, bint full) noexcept nogi
     cdef va_t* chain = NULL
     cdef va_t* va
     cdef vm_lock_t* l = pool_lock(s, vn)
-    if vn.nr_pooled == 0:
+    if cnt_peek(&vn.nr_pooled) == 0:
         return 0
     lock_acquire(l)
     for cls in range(<size_t>MAX_VA_SIZE_PAGES):
@@ -151,7 +151,7 @@ cdef size_t decay_va_pool_node(space_t* s, vnode_t* vn, bint full) noexcept nogi
             chain = va
             n -= 1
             released += 1
-    vn.nr_pooled -= released
+    cnt_add(&vn.nr_pooled, -<int64_t>released)
     vm_unlock(l)
     reclaim_chain(s, chain)
     return released
@@ -179,13 +179,13 @@ cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* 
     for k in range(s.nr_nodes):
         vn = &s.nodes[k]
         decay_va_pool_node(s, vn, full)
-        if vn.nr_lazy == 0:
+        if cnt_peek(&vn.nr_lazy) == 0:
             continue
         l = lazy_lock(s, vn)
         lock_acquire(l)
         chain = rb_first(vn.lazy_root.node)     # the list runs on through next
         vn.lazy_root.node = NULL
-        vn.nr_lazy = 0
+        vm_store_u64(<uint64_t*>&vn.nr_lazy, 0)
         vm_unlock(l)
         if chain.start < flush_start[0]:
             flush_start[0] = chain.start
@@ -202,7 +202,7 @@ cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* 
             cls = size_to_va_pool(s, va.last - va.start, &ok)
             if not full and va.aux and ok:
                 pool_push_head(&vn.pools[cls], va)      # node_pool_add_va()
-                vn.nr_pooled += 1
+                cnt_add(&vn.nr_pooled, 1)
             else:
                 va.next = to_free
                 to_free = va

@@ -28,7 +28,7 @@ cdef void tree_insert(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
             parent.next.prev = va
         parent.next = va
     rb_insert_color(root, va, &RB_PLAIN)
-    count[0] += 1
+    cnt_add(count, 1)
 
 
 cdef void tree_unlink(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
@@ -38,7 +38,7 @@ cdef void tree_unlink(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
         va.prev.next = va.next
     if va.next != NULL:
         va.next.prev = va.prev
-    count[0] -= 1
+    cnt_add(count, -1)
 
 
 cdef inline void bt_insert(vnode_t* vn, va_t* va) noexcept nogil:

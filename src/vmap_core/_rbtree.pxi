@@ -7,7 +7,7 @@
 # a field that a lock-free reader may load (start, last, left, right) goes
 # through the relaxed-atomic helpers of _locks.h.
 
-from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 
 cdef extern from "_locks.h" nogil:
     void* vm_load_ptr(void* const* p)

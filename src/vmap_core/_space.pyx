@@ -13,7 +13,7 @@ after the locks are dropped.
 
 cimport cython
 from cpython.long cimport PyLong_Check
-from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport strcmp
 
@@ -634,7 +634,7 @@ cdef class VmapSpace:
         cdef size_t n = 0
         cdef unsigned k
         for k in range(s.nr_nodes):
-            n += s.nodes[k].nr_areas
+            n += cnt_peek(&s.nodes[k].nr_areas)
         return n
 
     def __iter__(self):

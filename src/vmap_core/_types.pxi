@@ -84,6 +84,16 @@ ctypedef struct space_t:
     uint64_t purged_areas
 
 
+cdef inline void cnt_add(size_t* count, int64_t delta) noexcept nogil:
+    """Change a count that its lock guards but that lock-free peeks may read
+    (READ_ONCE/WRITE_ONCE in the kernel: list_empty(), a pool's len)."""
+    vm_store_u64(<uint64_t*>count, <uint64_t>count[0] + <uint64_t>delta)
+
+
+cdef inline size_t cnt_peek(const size_t* count) noexcept nogil:
+    return vm_load_u64(<const uint64_t*>count)
+
+
 cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept nogil:
     """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
     cdef uint64_t zone
