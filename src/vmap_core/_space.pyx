@@ -67,6 +67,11 @@ cdef object _index(object v, str name):
         raise TypeError(f"{name} must be an integer, not {type(v).__name__}") from None
 
 
+cdef inline object _index_opt(object v, str name):
+    """None, or an integer as for _index()."""
+    return None if v is None else _index(v, name)
+
+
 cdef inline uint64_t _u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     """An already-indexed int in [0, 2**64), else ValueError."""
     cdef unsigned long long x = PyLong_AsUnsignedLongLong(v)
@@ -211,12 +216,9 @@ cdef class VmapSpace:
         start = _index(start, "start")
         end = _index(end, "end")
         page_size = _index(page_size, "page_size")
-        if nr_nodes is not None:
-            nr_nodes = _index(nr_nodes, "nr_nodes")
-        if zone_size is not None:
-            zone_size = _index(zone_size, "zone_size")
-        if lazy_max_pages is not None:
-            lazy_max_pages = _index(lazy_max_pages, "lazy_max_pages")
+        nr_nodes = _index_opt(nr_nodes, "nr_nodes")
+        zone_size = _index_opt(zone_size, "zone_size")
+        lazy_max_pages = _index_opt(lazy_max_pages, "lazy_max_pages")
         if not isinstance(lock, str):
             raise TypeError(f"lock must be a str, not {type(lock).__name__}")
         if on_purge is not None and not callable(on_purge):
@@ -318,14 +320,10 @@ cdef class VmapSpace:
         cdef uint64_t tag = 0
         cdef alloc_status_t rc
         size = _index(size, "size")
-        if align is not None:
-            align = _index(align, "align")
-        if vstart is not None:
-            vstart = _index(vstart, "vstart")
-        if vend is not None:
-            vend = _index(vend, "vend")
-        if cpu is not None:
-            cpu = _index(cpu, "cpu")
+        align = _index_opt(align, "align")
+        vstart = _index_opt(vstart, "vstart")
+        vend = _index_opt(vend, "vend")
+        cpu = _index_opt(cpu, "cpu")
         if caller is not None and not isinstance(caller, str):
             raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
         szm1 = _last_of(size, "size")
