@@ -1,0 +1,125 @@
+"""Helpers shared by the test modules (imported as ``_util``; see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vmap_core.reference import ReferenceSpace
+from vmap_core.reference import VmapArea as RefArea
+
+try:
+    from vmap_core import VmapExhausted
+except ImportError:  # package __init__ not written yet: the shared module
+    from vmap_core._errors import VmapExhausted
+
+P = 4096                       # the default page size
+TOP = 1 << 64                  # one past the highest address
+
+COMMON_STATS = ("busy_areas", "busy_bytes", "free_areas", "free_bytes",
+                "largest_free", "nr_nodes", "node_areas", "lock")
+
+
+def load_core():
+    """(VmapSpace, None) when the Cython core imports, else (None, reason)."""
+    try:
+        from vmap_core import VmapSpace
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return VmapSpace, None
+
+
+def require_core():
+    """The core class, or skip (fail under VMAP_CORE_REQUIRE=1) when not built."""
+    core, err = load_core()
+    if core is None:
+        msg = f"Cython core not built ({err}); run `python setup.py build_ext --inplace`"
+        if os.environ.get("VMAP_CORE_REQUIRE") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return core
+
+
+def span(area):
+    """(start, end) of an area, read through its attributes (size checked too)."""
+    start, end, size = area.start, area.end, area.size
+    assert type(start) is int and type(end) is int and type(size) is int, area
+    assert size == end - start > 0, area
+    return (start, end)
+
+
+def busy(space):
+    """Busy areas as (start, end) tuples, in the order iter(space) gives."""
+    return [span(a) for a in space]
+
+
+def free(space):
+    """Free blocks as (start, end) tuples, in the order free_areas() gives."""
+    return [span(a) for a in space.free_areas()]
+
+
+def common_stats(space):
+    st = space.stats()
+    out = {k: st[k] for k in COMMON_STATS}
+    out["node_areas"] = list(out["node_areas"])
+    return out
+
+
+def snapshot(space):
+    """Everything observable about the structure, for before/after comparisons."""
+    return (len(space), busy(space), free(space), common_stats(space))
+
+
+def carve(space, start, end, holes):
+    """On a fresh space [start, end), allocate everything but `holes`.
+
+    `holes` is a sorted list of disjoint (s, e) page-aligned ranges; each gap
+    between them is taken by one alloc(vstart=gap) (the lowest match from
+    vstart is vstart itself when it is free).  Returns the busy (s, e) list.
+    """
+    taken, pos = [], start
+    for s, e in list(holes) + [(end, end)]:
+        if pos < s:
+            got = space.alloc(s - pos, vstart=pos)
+            assert got == pos, (hex(got), hex(pos))
+            taken.append((pos, s))
+        pos = e
+    assert free(space) == [tuple(h) for h in holes]
+    return taken
+
+
+def lowest_linear_match(free_blocks, size, align, vstart, vend):
+    """The contract, spelled out independently of both implementations.
+
+    Among free blocks in address order, take the first where
+    nva = ALIGN(max(block.start, vstart), align) has nva + size <= block.end;
+    None if there is none or if nva + size > vend.
+    """
+    for s, e in free_blocks:
+        nva = -(-max(s, vstart) // align) * align
+        if nva + size <= e:
+            return nva if nva + size <= vend else None
+    return None
+
+
+def both_spaces(core_cls, *args, **kwargs):
+    return core_cls(*args, **kwargs), ReferenceSpace(*args, **kwargs)
+
+
+class Index:
+    """A non-int object usable as an integer through __index__."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"Index({self.value})"
+
+
+__all__ = ["P", "TOP", "COMMON_STATS", "ReferenceSpace", "RefArea", "VmapExhausted",
+           "load_core", "require_core", "span", "busy", "free", "common_stats",
+           "snapshot", "carve", "lowest_linear_match", "both_spaces", "Index"]
