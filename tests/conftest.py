@@ -79,7 +79,7 @@ def core():
     return _util.require_core()
 
 
-@pytest.fixture(scope="session", params=["node", "global"])
+@pytest.fixture(scope="session", params=["node", "global", "rwlock", "optimistic"])
 def lock(request):
-    """Lock mode: per-node locks (the 2024 design) or one global lock."""
+    """Lock mode: every mode of the core (the reference accepts them and ignores them)."""
     return request.param

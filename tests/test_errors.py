@@ -94,7 +94,7 @@ def test_constructor_keyword_only(impl):
         impl(B, E, P)                     # page_size is keyword-only
 
 
-@pytest.mark.parametrize("lock_mode", ["node", "global"])
+@pytest.mark.parametrize("lock_mode", ["node", "global", "rwlock", "optimistic"])
 def test_constructor_accepts_index_types_and_edges(impl, lock_mode):
     s = impl(Index(0), TOP, page_size=Index(P), nr_nodes=Index(3), zone_size=Index(2 * P),
              lock=lock_mode)
