@@ -145,7 +145,10 @@ def _add_usercopy(sub) -> None:
                    help="bytes of each buffer, a multiple of 4096")
     p.add_argument("--churn-us", type=_positive_int, default=100,
                    help="the writer allocates and frees one area every this many microseconds")
-    p.add_argument("--seconds", type=_positive_float, default=1.0, help="run time of each cell")
+    p.add_argument("--seconds", type=_positive_float, default=0.5,
+                   help="run time of each cell in each round")
+    p.add_argument("--rounds", type=_positive_int, default=3,
+                   help="interleaved repetitions of the sweep; each cell keeps its best")
     p.add_argument("--modes", type=_mode_list,
                    default="nocheck,unlocked,global,node,rwlock,optimistic",
                    metavar="MODE,...", help="lock modes to run")
@@ -176,7 +179,7 @@ def _cmd_usercopy(args) -> int:
             return 2
     threads = args.threads or uc.default_threads()
     cell = {k: getattr(args, k) for k in ("buffers", "buffer_size", "copy_size", "seconds",
-                                          "churn_us", "work_ns", "nr_nodes")}
+                                          "churn_us", "work_ns", "nr_nodes", "rounds")}
     try:
         with _progress_bar("usercopy") as progress:
             rows = uc.run_sweep(args.modes, threads, progress=progress, **cell)
@@ -188,7 +191,8 @@ def _cmd_usercopy(args) -> int:
         return 130
     work = f", work {args.work_ns} ns" if args.work_ns else ""
     title = (f"usercopy: {args.buffers} buffers of {args.buffer_size} B, copies of "
-             f"{args.copy_size} B, churn {args.churn_us} us{work}, {args.seconds:g} s/cell")
+             f"{args.copy_size} B, churn {args.churn_us} us{work}, best of {args.rounds} x "
+             f"{args.seconds:g} s/cell")
     out = _rich_console()
     if out is not None:
         out.print(uc.format_table(rows, title=title))

@@ -43,36 +43,48 @@ def _cell_function():
 
 
 def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
-              churn_us, work_ns, nr_nodes, progress=None) -> list[dict]:
-    """Run every (mode, threads) cell, all modes for each thread count in turn.
+              churn_us, work_ns, nr_nodes, rounds=1, progress=None) -> list[dict]:
+    """Run every (mode, threads) cell ``rounds`` times; keep each cell's best.
 
-    Interleaving by thread count spreads slow drift of the machine (clock,
-    other load) over all modes alike.  ``progress(done, total, cell)`` is
-    called before each cell with ``cell = (mode, threads)`` and once at the
-    end with ``cell = None``.  Returns one row per cell: ``mode``, ``threads``,
-    ``requests_per_s``, ``requests``, ``elapsed``.
+    Each round runs all modes for each thread count in turn, and rounds
+    follow one another, so slow drift of a shared machine (clock, other
+    load) falls on all modes alike; the best round of a cell is the one the
+    machine disturbed least.  ``progress(done, total, cell)`` is called before
+    each run with ``cell = (mode, threads)`` and once at the end with
+    ``cell = None``.  Returns one row per cell: ``mode``, ``threads``,
+    ``requests_per_s`` (best round), ``requests``, ``elapsed`` (of that
+    round) and ``rounds_per_s`` (every round).
     """
     modes, threads_list = list(modes), list(threads_list)
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
     cell = _cell_function()
-    total = len(modes) * len(threads_list)
-    rows: list[dict] = []
-    for threads in threads_list:
-        for mode in modes:
-            if progress is not None:
-                progress(len(rows), total, (mode, threads))
-            r = cell(mode, threads, buffers=buffers, buffer_size=buffer_size,
-                     copy_size=copy_size, seconds=seconds, churn_us=churn_us,
-                     work_ns=work_ns, nr_nodes=nr_nodes)
-            requests, elapsed = int(r["requests"]), float(r["elapsed"])
-            rows.append({"mode": mode, "threads": threads,
-                         "requests_per_s": requests / elapsed if elapsed > 0 else 0.0,
-                         "requests": requests, "elapsed": elapsed})
+    total = len(modes) * len(threads_list) * rounds
+    best: dict[tuple, dict] = {}
+    done = 0
+    for _ in range(rounds):
+        for threads in threads_list:
+            for mode in modes:
+                if progress is not None:
+                    progress(done, total, (mode, threads))
+                r = cell(mode, threads, buffers=buffers, buffer_size=buffer_size,
+                         copy_size=copy_size, seconds=seconds, churn_us=churn_us,
+                         work_ns=work_ns, nr_nodes=nr_nodes)
+                done += 1
+                requests, elapsed = int(r["requests"]), float(r["elapsed"])
+                rate = requests / elapsed if elapsed > 0 else 0.0
+                row = best.setdefault((mode, threads), {
+                    "mode": mode, "threads": threads, "requests_per_s": -1.0,
+                    "requests": 0, "elapsed": 0.0, "rounds_per_s": []})
+                row["rounds_per_s"].append(rate)
+                if rate > row["requests_per_s"]:
+                    row.update(requests_per_s=rate, requests=requests, elapsed=elapsed)
     if progress is not None:
         progress(total, total, None)
-    return rows
+    return [best[(m, t)] for t in threads_list for m in modes]
 
 
 def _grid(rows):
@@ -176,8 +188,8 @@ def to_json(rows, params) -> dict:
     return {
         "cpus": os.cpu_count(),
         "params": dict(params),
-        "results": [{k: r[k] for k in ("mode", "threads", "requests_per_s",
-                                       "requests", "elapsed")} for r in rows],
+        "results": [{k: r[k] for k in ("mode", "threads", "requests_per_s", "requests",
+                                       "elapsed", "rounds_per_s") if k in r} for r in rows],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "vmap_core": __version__,
