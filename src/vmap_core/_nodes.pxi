@@ -88,10 +88,11 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
         if depth > RB_MAX_DEPTH:
             return -1
         st = vm_load_u64(&n.start)
-        la = vm_load_u64(&n.last)
         if addr < st:
             n = <va_t*>vm_load_ptr(<void**>&n.left)
-        elif addr > la:
+            continue
+        la = vm_load_u64(&n.last)
+        if addr > la:
             n = <va_t*>vm_load_ptr(<void**>&n.right)
         else:
             start[0] = st
