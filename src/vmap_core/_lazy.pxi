@@ -4,7 +4,7 @@
 
 cdef extern from "_locks.h" nogil:
     uint64_t vm_atomic_add(uint64_t* p, uint64_t v)
-    unsigned vm_current_cpu()
+    unsigned long vm_current_cpu()
 
 
 cdef inline size_t size_to_va_pool(const space_t* s, uint64_t szm1, bint* ok) noexcept nogil:

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define vm_cpu_relax() __builtin_ia32_pause()
@@ -206,16 +208,17 @@ static inline uint64_t vm_atomic_add(uint64_t *p, uint64_t v)
     return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
 }
 
-/* A stable index for the calling thread, 0, 1, 2... in order of first use:
- * the "CPU" whose node pool an allocation tries first. */
-static unsigned vm_next_cpu;
-static __thread int vm_cpu_of_thread = -1;
+/* The "CPU" whose node pool an allocation tries first, by default: the
+ * calling thread's native id (gettid(), what Python's
+ * threading.get_native_id() returns), stable for the thread's life and the
+ * same for the reference implementation. */
+static __thread long vm_cpu_of_thread = -1;
 
-static inline unsigned vm_current_cpu(void)
+static inline unsigned long vm_current_cpu(void)
 {
     if (vm_cpu_of_thread < 0)
-        vm_cpu_of_thread = (int)__atomic_fetch_add(&vm_next_cpu, 1, __ATOMIC_RELAXED);
-    return (unsigned)vm_cpu_of_thread;
+        vm_cpu_of_thread = syscall(SYS_gettid);
+    return (unsigned long)vm_cpu_of_thread;
 }
 
 /* Relaxed atomic accessors for words that lock-free readers may load. */

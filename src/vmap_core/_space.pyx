@@ -309,9 +309,9 @@ cdef class VmapSpace:
         Takes the first free block, in address order, where
         ``ALIGN(max(block.start, vstart), align) + size <= block.end``.
         With the whole range and more than one node, the pool of node
-        ``cpu % nr_nodes`` is tried first (node_alloc(); ``cpu`` defaults to a
-        stable index of the calling thread) and the area is tagged with that
-        node.  When nothing fits, everything lazy is purged with full pool
+        ``cpu % nr_nodes`` is tried first (node_alloc(); ``cpu`` defaults to
+        the calling thread's native id, threading.get_native_id()) and the
+        area is tagged with that node.  When nothing fits, everything lazy is purged with full pool
         decay and the search retried once; then VmapExhausted.  ``caller``
         is an optional tag shown by vmallocinfo().
         """

@@ -101,18 +101,10 @@ def default_lazy_max_pages(page_size: int) -> int:
     return (os.cpu_count() or 1).bit_length() * (32 << 20) // page_size
 
 
-_thread_cpus: dict[int, int] = {}
-_thread_cpus_lock = threading.Lock()
-
-
 def current_cpu() -> int:
-    """A stable index for the calling thread: 0, 1, 2... in order of first use."""
-    ident = threading.get_ident()
-    cpu = _thread_cpus.get(ident)
-    if cpu is None:
-        with _thread_cpus_lock:
-            cpu = _thread_cpus.setdefault(ident, len(_thread_cpus))
-    return cpu
+    """The default ``cpu`` of alloc(): the calling thread's native id, stable
+    for the thread's life (the core computes the same)."""
+    return threading.get_native_id()
 
 
 class ReferenceSpace:
