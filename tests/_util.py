@@ -123,3 +123,12 @@ class Index:
 __all__ = ["P", "TOP", "COMMON_STATS", "ReferenceSpace", "RefArea", "VmapExhausted",
            "load_core", "require_core", "span", "busy", "free", "common_stats",
            "snapshot", "carve", "lowest_linear_match", "both_spaces", "Index"]
+
+
+def subprocess_env():
+    """The environment for `python -m vmap_core` in a child process: the
+    package these tests import (installed or from src/) comes first."""
+    import vmap_core
+    root = os.path.dirname(os.path.dirname(os.path.abspath(vmap_core.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+import _util
 from test_vmallocinfo import SAMPLE, hashed
 
 from vmap_core import addrmap, cli_info
@@ -126,8 +128,7 @@ def test_map_without_matplotlib(tmp_path, capsys, monkeypatch):
 def test_python_m_map(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "m.png"
-    src = os.path.join(os.path.dirname(__file__), os.pardir, "src")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = _util.subprocess_env()
     r = subprocess.run([sys.executable, "-m", "vmap_core", "map", "--out", str(out),
                         "--impl", "reference"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr

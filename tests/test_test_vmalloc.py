@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+import _util
+
 from vmap_core import test_vmalloc as tv
 from vmap_core.cli import main
 
@@ -22,7 +24,6 @@ NAMES = [s.name for s in tv.SCENARIOS]
 @pytest.fixture(params=["core", "reference"])
 def reference(request):
     if request.param == "core":
-        import _util
         _util.require_core()
     return request.param == "reference"
 
@@ -166,7 +167,6 @@ def test_reference_under_threads_is_serialized():
 
 @pytest.mark.parametrize("lock", LOCKS)
 def test_threads_share_one_core_space_every_lock(lock):
-    import _util
     _util.require_core()
     mask = tv.ALL_TESTS_MASK & ~0x2 & ~0x4 & ~0x80    # the heavy fixed-size ones out
     space = tv.make_space(lock)
@@ -273,9 +273,7 @@ def test_cli_fails_when_scenarios_fail(monkeypatch, capsys):
 
 def test_python_m_vmap_core_test_vmalloc(tmp_path):
     """The registered subcommand, through the interpreter."""
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = _util.subprocess_env()
     proc = subprocess.run(
         [sys.executable, "-m", "vmap_core", "test-vmalloc", "--reference", "--seed", "2",
          "--test-loop-count", "10", "--run-test-mask", "0x11"],
