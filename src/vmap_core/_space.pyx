@@ -3,12 +3,14 @@
 
 Layers, each in its own include file, data flowing one way:
     VmapSpace (this file: argument checks, Python objects at the edge)
-    -> _alloc.pxi (alloc_vmap_area / free_vmap_area across the two layers)
+    -> _alloc.pxi (alloc_vmap_area / free_vmap_area across the two layers),
+       _lazy.pxi (lazy free, purge, per-node pools)
     -> _freetree.pxi (free space) and _nodes.pxi (busy areas per node)
     -> _rbtree.pxi (rb-tree mechanics, augmentation as callbacks)
     -> _slab.pxi (area records) and _locks.h (spinlocks, atomics).
 Everything below this file is nogil C; Python objects are made only here,
-after the locks are dropped.
+after the locks are dropped.  _check.pxi holds the invariant checker and
+_native.pxi the multi-threaded native loops (usercopy cells, stress).
 """
 
 cimport cython
