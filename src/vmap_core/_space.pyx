@@ -743,9 +743,10 @@ cdef class VmapSpace:
 
         rb colours and black heights, parent links, address order and
         subtree_max_size in every tree; each list is its tree in order; busy
-        areas sit in the node of their start; free blocks are coalesced;
-        free and busy blocks tile [start, end) exactly; the slab holds exactly
-        those records.  Takes every lock: call it while no other thread is
+        areas sit in the node of their start, lazy ones in the node of their
+        tag; pooled areas sit in their size class; free blocks are coalesced;
+        free, busy, lazy and pooled areas tile [start, end) exactly; the lazy
+        page count and the slab agree with them.  Takes every lock: call it while no other thread is
         inside a method of this space.
         """
         cdef space_t* s = self._s()
@@ -1036,7 +1037,8 @@ cdef class _StressRun:
 
 def stress_native(VmapSpace space, Py_ssize_t threads, uint64_t ops, uint64_t seed=1,
                   size_t max_owned=256):
-    """Native threads doing random alloc / free / find on one space at once.
+    """Native threads doing random alloc / free / lazy free and purge / find
+    on one space at once.
 
     Each of ``threads`` workers runs ``ops`` operations without the GIL and
     checks that every area it owns stays findable with its bounds.  Returns
