@@ -163,6 +163,17 @@ cdef inline VmapArea _area(uint64_t start, uint64_t last):
     return a
 
 
+cdef size_t _copy_chain(va_t* va, block_t* blocks, size_t n, size_t cap) noexcept nogil:
+    """Append the bounds of a chain of records (linked through next) to
+    blocks[n:cap]; returns the new count.  The caller holds the chain's lock."""
+    while va != NULL and n < cap:
+        blocks[n].start = va.start
+        blocks[n].last = va.last
+        n += 1
+        va = va.next
+    return n
+
+
 cdef list _areas_of(block_t* blocks, size_t n):
     cdef size_t i
     return [_area(blocks[i].start, blocks[i].last) for i in range(n)]
@@ -494,7 +505,6 @@ cdef class VmapSpace:
         cdef unsigned k
         cdef size_t cls
         cdef vnode_t* vn
-        cdef va_t* va
         cdef vm_lock_t* l
         cdef block_t* blocks
         cdef size_t n, cap
@@ -509,20 +519,10 @@ cdef class VmapSpace:
                 raise MemoryError()
             n = 0
             if lazy:
-                va = rb_first(vn.lazy_root.node)
-                while va != NULL and n < cap:
-                    blocks[n].start = va.start
-                    blocks[n].last = va.last
-                    n += 1
-                    va = va.next
+                n = _copy_chain(rb_first(vn.lazy_root.node), blocks, n, cap)
             else:
                 for cls in range(<size_t>MAX_VA_SIZE_PAGES):
-                    va = vn.pools[cls].head
-                    while va != NULL and n < cap:
-                        blocks[n].start = va.start
-                        blocks[n].last = va.last
-                        n += 1
-                        va = va.next
+                    n = _copy_chain(vn.pools[cls].head, blocks, n, cap)
             vm_unlock(l)
             try:
                 out.extend((a, k) for a in _areas_of(blocks, n))
@@ -649,7 +649,6 @@ cdef class VmapSpace:
         cdef unsigned k
         cdef vnode_t* vn
         cdef vm_lock_t* l
-        cdef va_t* va
         cdef list out
         # Size the buffer under no lock, then fill it node by node; retry if
         # another thread added areas in between.
@@ -667,12 +666,7 @@ cdef class VmapSpace:
                     vm_unlock(l)
                     n = cap + 1
                     break
-                va = rb_first(vn.root.node)
-                while va != NULL:
-                    blocks[n].start = va.start
-                    blocks[n].last = va.last
-                    n += 1
-                    va = va.next
+                n = _copy_chain(rb_first(vn.root.node), blocks, n, cap)
                 vm_unlock(l)
             if n <= cap:
                 break
@@ -690,19 +684,13 @@ cdef class VmapSpace:
         cdef block_t* blocks
         cdef size_t n = 0
         cdef size_t cap
-        cdef va_t* va
         lock_acquire(s.free_lock)
         cap = s.nr_free
         blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
             vm_unlock(s.free_lock)
             raise MemoryError()
-        va = rb_first(s.free_root.node)
-        while va != NULL and n < cap:
-            blocks[n].start = va.start
-            blocks[n].last = va.last
-            n += 1
-            va = va.next
+        n = _copy_chain(rb_first(s.free_root.node), blocks, 0, cap)
         vm_unlock(s.free_lock)
         try:
             return _areas_of(blocks, n)
