@@ -324,12 +324,16 @@ CONFIGS = {
                       zone_size=1 << 21, lock="global"),
 }
 
-_reason = _core_missing_reason()
-for _name, _cfg in CONFIGS.items():
-    _machine = type(f"Differential_{_name}", (Differential,), {"config": _cfg})
-    _case = _machine.TestCase
-    _case.__name__ = _case.__qualname__ = f"TestDifferential_{_name}"
-    if _reason is not None:
-        _case = pytest.mark.skip(reason=f"Cython core not built ({_reason})")(_case)
-    globals()[_case.__name__] = _case
-del _name, _cfg, _machine, _case
+def register(machine, configs, namespace):
+    """One pytest TestCase per configuration of a machine class, put into
+    namespace (a test module's globals()) as Test<Machine>_<config>."""
+    reason = _core_missing_reason()
+    for name, cfg in configs.items():
+        case = type(f"{machine.__name__}_{name}", (machine,), {"config": cfg}).TestCase
+        case.__name__ = case.__qualname__ = f"Test{machine.__name__}_{name}"
+        if reason is not None:
+            case = pytest.mark.skip(reason=f"Cython core not built ({reason})")(case)
+        namespace[case.__name__] = case
+
+
+register(Differential, CONFIGS, globals())

@@ -11,14 +11,13 @@ on_purge must agree.  Runs for every lock mode of the core.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
 import _util
 from _util import TOP, ReferenceSpace, span
-from test_state_machine import Differential, _core_missing_reason
+from test_state_machine import Differential, register
 
 P = 4096
 LAZY_STATS = ("lazy_areas", "lazy_pages", "lazy_max_pages", "pooled_areas", "pool_areas",
@@ -130,12 +129,4 @@ CONFIGS = {
     }.items()
 }
 
-_reason = _core_missing_reason()
-for _name, _cfg in CONFIGS.items():
-    _machine = type(f"LazyDifferential_{_name}", (LazyDifferential,), {"config": _cfg})
-    _case = _machine.TestCase
-    _case.__name__ = _case.__qualname__ = f"TestLazyDifferential_{_name}"
-    if _reason is not None:
-        _case = pytest.mark.skip(reason=f"Cython core not built ({_reason})")(_case)
-    globals()[_case.__name__] = _case
-del _name, _cfg, _machine, _case
+register(LazyDifferential, CONFIGS, globals())
