@@ -30,6 +30,18 @@
 
 #define VM_SPIN_BEFORE_YIELD 256
 
+/* One step of every wait loop here: pause, and after a bounded spin yield
+ * the CPU so that an oversubscribed machine cannot livelock. */
+static inline void vm_spin_step(unsigned *spins)
+{
+    if (++*spins < VM_SPIN_BEFORE_YIELD) {
+        vm_cpu_relax();
+    } else {
+        *spins = 0;
+        sched_yield();
+    }
+}
+
 typedef struct vm_lock {
     int state;                 /* 0 free, 1 held */
     int _pad;
@@ -61,12 +73,7 @@ static inline void vm_lock_wait(vm_lock_t *l)
     unsigned spins = 0;
     for (;;) {
         while (__atomic_load_n(&l->state, __ATOMIC_RELAXED)) {
-            if (++spins < VM_SPIN_BEFORE_YIELD) {
-                vm_cpu_relax();
-            } else {
-                spins = 0;
-                sched_yield();
-            }
+            vm_spin_step(&spins);
         }
         if (!__atomic_exchange_n(&l->state, 1, __ATOMIC_ACQUIRE))
             break;
@@ -116,12 +123,7 @@ static inline void vm_read_lock(vm_rwlock_t *l)
         __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&l->read_waits, 1, __ATOMIC_RELAXED);
         while (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & VM_RW_WRITER) {
-            if (++spins < VM_SPIN_BEFORE_YIELD) {
-                vm_cpu_relax();
-            } else {
-                spins = 0;
-                sched_yield();
-            }
+            vm_spin_step(&spins);
         }
     }
 }
@@ -153,12 +155,7 @@ static inline void vm_write_lock_rw_wait(vm_rwlock_t *l)
 {
     unsigned spins = 0;
     while (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) != VM_RW_WRITER) {
-        if (++spins < VM_SPIN_BEFORE_YIELD) {
-            vm_cpu_relax();
-        } else {
-            spins = 0;
-            sched_yield();
-        }
+        vm_spin_step(&spins);
     }
 }
 
