@@ -8,10 +8,18 @@ cdef extern from "_locks.h" nogil:
 
 
 cdef inline size_t size_to_va_pool(const space_t* s, uint64_t szm1, bint* ok) noexcept nogil:
-    """size_to_va_pool(): the pool class of an area of szm1 + 1 bytes."""
-    cdef uint64_t pages = szm1 // s.page_size + 1
-    ok[0] = pages <= MAX_VA_SIZE_PAGES
-    return <size_t>(pages - 1)
+    """size_to_va_pool(): the pool class of an area of szm1 + 1 bytes.
+    Counts pages - 1, which cannot wrap (an area of 2**64 one-byte pages)."""
+    cdef uint64_t pm1 = szm1 // s.page_size
+    ok[0] = pm1 < MAX_VA_SIZE_PAGES
+    return <size_t>pm1 if ok[0] else 0
+
+
+cdef inline uint64_t area_pages(const space_t* s, const va_t* va) noexcept nogil:
+    """The pages of an area, modulo 2**64: an area of 2**64 one-byte pages
+    counts 0, and the lazy page count keeps its sum modulo 2**64 (the true sum
+    is 2**64 only when every page of the space is lazy; stats() says so)."""
+    return (va.last - va.start) // s.page_size + 1
 
 
 cdef inline void pool_unlink(va_pool_t* vp, va_t* va) noexcept nogil:
@@ -48,9 +56,10 @@ cdef inline void pool_push_tail(va_pool_t* vp, va_t* va) noexcept nogil:
     cnt_add(&vp.len, 1)
 
 
-cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t align) noexcept nogil:
+cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t align,
+                            bint* rotated) noexcept nogil:
     """node_pool_del_va(): the head of the class's pool if it is aligned;
-    otherwise the head moves to the tail and the pool misses."""
+    otherwise the head moves to the tail (rotated) and the pool misses."""
     cdef bint ok
     cdef size_t cls = size_to_va_pool(s, szm1, &ok)
     cdef va_pool_t* vp
@@ -66,6 +75,7 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
         pool_unlink(vp, va)
         if va.start & (align - 1):
             pool_push_tail(vp, va)
+            rotated[0] = True
             va = NULL
         else:
             cnt_add(&vn.nr_pooled, -1)
@@ -73,11 +83,27 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
     return va
 
 
+cdef void pool_unrotate(space_t* s, unsigned node, uint64_t szm1) noexcept nogil:
+    """Undo node_pool_del_va()'s move of a head to the tail, for an
+    allocation that then failed for want of memory (nothing else changed)."""
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef bint ok
+    cdef va_pool_t* vp = &vn.pools[size_to_va_pool(s, szm1, &ok)]
+    cdef vm_lock_t* l = pool_lock(s, vn)
+    cdef va_t* va
+    lock_acquire(l)
+    if vp.tail != NULL and vp.tail != vp.head:
+        va = vp.tail
+        pool_unlink(vp, va)
+        pool_push_head(vp, va)
+    vm_unlock(l)
+
+
 cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1, uint64_t align,
-                                       uint64_t* out) noexcept nogil:
+                                       uint64_t* out, bint* rotated) noexcept nogil:
     """node_alloc(): serve the request from the pool of one node."""
     cdef vnode_t* vn = &s.nodes[node]
-    cdef va_t* va = node_pool_del_va(s, vn, szm1, align)
+    cdef va_t* va = node_pool_del_va(s, vn, szm1, align, rotated)
     cdef vnode_t* bn
     if va == NULL:
         return ALLOC_NOSPACE
@@ -96,6 +122,24 @@ cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1,
     return ALLOC_OK
 
 
+cdef void space_unalloc_pooled(space_t* s, unsigned node, uint64_t addr) noexcept nogil:
+    """Undo space_alloc_pooled() (its caller could not finish the call): the
+    area goes back to the head of the pool it came from."""
+    cdef va_t* va = NULL
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef bint ok
+    cdef size_t cls
+    cdef vm_lock_t* l
+    if space_find_unlink(s, addr, &va) != UNLINK_OK:
+        return
+    cls = size_to_va_pool(s, va.last - va.start, &ok)
+    l = pool_lock(s, vn)
+    lock_acquire(l)
+    pool_push_head(&vn.pools[cls], va)
+    cnt_add(&vn.nr_pooled, 1)
+    vm_unlock(l)
+
+
 cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
                          bint* over) noexcept nogil:
     """free_vmap_area_noflush(): unlink the busy area and park it, unmerged,
@@ -104,18 +148,22 @@ cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* l
     cdef int rc = space_find_unlink(s, addr, &va)
     cdef vnode_t* vn
     cdef vm_lock_t* l
-    cdef uint64_t pages
+    cdef uint64_t pages, total
     if rc != UNLINK_OK:
         return rc
     start[0] = va.start
     last[0] = va.last
-    pages = (va.last - va.start) // s.page_size + 1
+    pages = area_pages(s, va)
     vn = &s.nodes[va.aux - 1 if va.aux else addr_to_node_id(s, va.start)]
     l = lazy_lock(s, vn)
     lock_acquire(l)
     tree_insert(&vn.lazy_root, &vn.nr_lazy, va)
+    # Counted under the lazy lock, so that a snapshot holding every lock sees
+    # the count agree with the lazy trees.
+    total = vm_atomic_add(&s.lazy_nr, pages)
     vm_unlock(l)
-    over[0] = vm_atomic_add(&s.lazy_nr, pages) > s.lazy_max_pages
+    # The sum wrapped (or this area alone is 2**64 pages): over any maximum.
+    over[0] = total <= pages - 1 or total > s.lazy_max_pages
     return UNLINK_OK
 
 
@@ -197,7 +245,7 @@ cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* 
             va = chain
             if va.last > flush_last[0]:
                 flush_last[0] = va.last
-            pages += (va.last - va.start) // s.page_size + 1
+            pages += area_pages(s, va)
             purged += 1
             cls = size_to_va_pool(s, va.last - va.start, &ok)
             if not full and va.aux and ok:

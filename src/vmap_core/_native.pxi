@@ -132,20 +132,24 @@ ctypedef struct stress_worker_t:
     uint64_t frees
     uint64_t finds
     uint64_t errors             # an owned area not found, or a free refused
-    char _pad[40]
+    const int* stop             # set when the run is interrupted
+    char _pad[32]
 
 
 cdef void stress_loop(stress_worker_t* w) noexcept nogil:
     """Random alloc / free / lazy free and purge / find on a shared space;
     every area a worker owns must stay findable with its own bounds until the
     worker frees it."""
-    cdef uint64_t k, r, addr, st, la, szm1, align
+    cdef uint64_t k, k2, r, addr, st, la, szm1, align
     cdef size_t i
     cdef int rc
     cdef bint over = False
     cdef space_t* s = w.space
-    cdef uint64_t range_pages = (s.last - s.start) // s.page_size + 1
+    # Pages in the range, less one: a range of 2**64 one-byte pages has 2**64.
+    cdef uint64_t range_pm1 = (s.last - s.start) // s.page_size
     for k in range(w.ops):
+        if vm_load_int(w.stop):
+            return
         r = xorshift64(&w.rng)
         if r % 8 < 3 and w.nr_owned < w.cap_owned:
             szm1 = (1 + (r >> 8) % 8) * s.page_size - 1
@@ -177,7 +181,8 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
                 w.errors += 1
             w.finds += 1
         else:
-            addr = s.start + ((r >> 8) % range_pages) * s.page_size
+            k2 = r >> 8 if range_pm1 == UINT64_MAX else (r >> 8) % (range_pm1 + 1)
+            addr = s.start + k2 * s.page_size
             space_find(s, addr, &st, &la)
             w.finds += 1
 
@@ -201,8 +206,12 @@ def _race_selftest(uint64_t n=100000):
     ThreadSanitizer build can be shown to report a data race."""
     def run():
         with nogil:
+            vm_nogil_enter()
             race_loop(n)
-    pool = [threading.Thread(target=run) for _ in range(2)]
+            vm_nogil_exit()
+    pool = []
+    for _ in range(2):
+        pool.append(threading.Thread(target=run))
     for t in pool:
         t.start()
     for t in pool:
@@ -214,5 +223,7 @@ def _leak_selftest(size_t nbytes=4096):
     """Test-only: lose one malloc'ed block, so a LeakSanitizer build can be
     shown to report a leak."""
     cdef void* p = malloc(nbytes)
+    if p == NULL:
+        raise MemoryError()
     memset(p, 1, nbytes)
     return <uintptr_t>p != 0

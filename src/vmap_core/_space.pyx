@@ -14,14 +14,18 @@ _native.pxi the multi-threaded native loops (usercopy cells, stress).
 """
 
 cimport cython
-from cpython.long cimport PyLong_Check
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_FORMAT,
+                             PyBUF_STRIDES, PyBUF_WRITABLE)
+from cpython.long cimport PyLong_CheckExact
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
-from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport strcmp
+from libc.stdlib cimport free
+from libc.string cimport strcmp, memcpy, memset
 
 import array
+import math
 import operator
 import os
+import sys
 import threading
 import time
 
@@ -36,7 +40,13 @@ include "_nodes.pxi"
 include "_alloc.pxi"
 include "_lazy.pxi"
 include "_check.pxi"
+include "_snapshot.pxi"
 include "_native.pxi"
+
+cdef extern from "_locks.h" nogil:
+    void vm_fail_alloc_at(long k)
+    uint64_t vm_alloc_count()
+    int vm_cpu_atfork_init()
 
 cdef extern from "Python.h":
     ctypedef struct PyObject
@@ -60,8 +70,10 @@ cdef uint64_t MISS_U64 = 0xFFFFFFFFFFFFFFFFULL
 # -- argument conversion --------------------------------------------------
 
 cdef object _index(object v, str name):
-    """An integer (anything with __index__), else TypeError."""
-    if PyLong_Check(v):
+    """An exact int from anything with __index__, else TypeError.  An int
+    subclass is converted too (operator.index() returns an exact int since
+    Python 3.10), so no operator it overrides ever reaches the checks."""
+    if PyLong_CheckExact(v):
         return v
     try:
         return operator.index(v)
@@ -94,6 +106,38 @@ cdef inline uint64_t _last_of(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     if x == 0:
         raise ValueError(f"{name} must be in [1, 2**64], not 0")
     return x - 1
+
+
+# find_many()'s buffers: one dimension of native unsigned 64-bit integers, as
+# the struct module spells them on a 64-bit Linux ('L' is 64 bits there).
+cdef tuple _U64_FORMATS = (b"Q", b"L", b"<Q", b"=Q", b"@Q", b"<L", b"=L", b"@L")
+
+
+cdef int _get_u64_buffer(object obj, Py_buffer* view, bint writable, str name) except -1:
+    """Fill view with obj's buffer (release it with PyBuffer_Release), else TypeError."""
+    cdef int flags = PyBUF_FORMAT | PyBUF_STRIDES | (PyBUF_WRITABLE if writable else 0)
+    cdef bytes fmt
+    what = "a writable buffer" if writable else "a buffer"
+    if obj is None:
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers, not None")
+    try:
+        PyObject_GetBuffer(obj, view, flags)
+    except (TypeError, ValueError, BufferError) as e:
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers: {e}") from None
+    fmt = view.format if view.format != NULL else b"B"
+    if view.ndim != 1 or view.itemsize != 8 or fmt not in _U64_FORMATS:
+        PyBuffer_Release(view)
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers, not format "
+                        f"{fmt.decode('ascii', 'replace')!r} with {view.ndim} dimensions")
+    return 0
+
+
+cdef object _new_u64_like(object addrs, Py_ssize_t n):
+    """find_many()'s default out: numpy in, numpy out; else array.array('Q')."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(addrs, np.ndarray):
+        return np.zeros(n, dtype=np.uint64)
+    return array.array("Q", bytes(8 * n))
 
 
 cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
@@ -174,9 +218,46 @@ cdef size_t _copy_chain(va_t* va, block_t* blocks, size_t n, size_t cap) noexcep
     return n
 
 
+# The lists below are built with explicit loops, never comprehensions: the
+# code Cython 3.x generates for a list comprehension decrefs the item twice
+# when the list cannot grow (MemoryError), a use-after-free.
+
 cdef list _areas_of(block_t* blocks, size_t n):
     cdef size_t i
-    return [_area(blocks[i].start, blocks[i].last) for i in range(n)]
+    cdef list out = []
+    for i in range(n):
+        out.append(_area(blocks[i].start, blocks[i].last))
+    return out
+
+
+cdef list _snap_areas(const snap_area_t* areas, size_t n):
+    cdef size_t i
+    cdef list out = []
+    for i in range(n):
+        out.append(_area(areas[i].start, areas[i].last))
+    return out
+
+
+cdef class _Snapshot:
+    """Owns the C buffers of one space_snapshot(): freed however the caller
+    leaves (a MemoryError while building the Python objects included)."""
+    cdef snap_t sn
+
+    def __dealloc__(self):
+        snap_free(&self.sn)
+
+
+cdef _Snapshot _take_snapshot(space_t* s, unsigned what):
+    """space_snapshot() with the GIL released (every lock is taken without it)."""
+    cdef _Snapshot snap = _Snapshot.__new__(_Snapshot)
+    cdef int rc
+    with nogil:
+        vm_nogil_enter()
+        rc = space_snapshot(s, what, &snap.sn)
+        vm_nogil_exit()
+    if rc != 0:
+        raise MemoryError("vmap_core: out of memory for a snapshot")
+    return snap
 
 
 # -- VmapSpace --------------------------------------------------------------
@@ -257,7 +338,7 @@ cdef class VmapSpace:
         elif not 0 <= lazy_max_pages < _ADDR_LIMIT:
             raise ValueError("lazy_max_pages must be in [0, 2**64)")
 
-        s = <space_t*>calloc(1, sizeof(space_t))
+        s = <space_t*>vm_calloc(1, sizeof(space_t))
         if s == NULL:
             raise MemoryError()
         s.locks = <vm_lock_t*>vm_aligned_calloc(3, sizeof(vm_lock_t))
@@ -266,7 +347,7 @@ cdef class VmapSpace:
         va = slab_alloc(&s.slab) if s.locks != NULL and s.nodes != NULL else NULL
         if va != NULL:
             for k in range(<unsigned>nr_nodes):
-                s.nodes[k].pools = <va_pool_t*>calloc(MAX_VA_SIZE_PAGES, sizeof(va_pool_t))
+                s.nodes[k].pools = <va_pool_t*>vm_calloc(MAX_VA_SIZE_PAGES, sizeof(va_pool_t))
                 if s.nodes[k].pools == NULL:
                     va = NULL
         if va == NULL:
@@ -332,6 +413,7 @@ cdef class VmapSpace:
         cdef uint64_t szm1, al, vs, vl, addr
         cdef uint64_t tag = 0
         cdef alloc_status_t rc
+        cdef bint rotated = False
         size = _index(size, "size")
         align = _index_opt(align, "align")
         vstart = _index_opt(vstart, "vstart")
@@ -358,27 +440,42 @@ cdef class VmapSpace:
             raise ValueError("cpu must be >= 0")
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
-            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr) == ALLOC_OK:
-                return self._tagged(addr, caller)
+            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
+                return self._commit_alloc(addr, caller, True, <unsigned>tag, szm1)
             tag += 1
         rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
+        if rc == ALLOC_NOMEM and rotated:
+            pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
         if rc == ALLOC_NOSPACE or rc == ALLOC_RANGE:
             self.purge(full=True)           # the overflow path: purge, retry once
             rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
         if rc == ALLOC_OK:
-            return self._tagged(addr, caller)
+            return self._commit_alloc(addr, caller, False, 0, szm1)
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
             raise VmapExhausted(f"the lowest fit for size={size:#x} align={al:#x} ends past vend")
         raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
 
-    cdef inline object _tagged(self, uint64_t addr, object caller):
-        if caller is not None:
-            self._callers[addr] = caller
-        elif self._callers:
-            self._callers.pop(addr, None)
-        return addr
+    cdef object _commit_alloc(self, uint64_t addr, object caller, bint pooled, unsigned node,
+                              uint64_t szm1):
+        """The allocated address as an int, with its caller tag recorded.  If
+        either cannot be made (MemoryError), the allocation is undone, so
+        that alloc() raises with the space as it was."""
+        cdef uint64_t st, la
+        try:
+            result = <object>addr
+            if caller is not None:
+                self._callers[result] = caller
+            elif self._callers:
+                self._callers.pop(result, None)
+        except BaseException:
+            if pooled:
+                space_unalloc_pooled(self.sp, node, addr)
+            else:
+                space_free(self.sp, addr, &st, &la)
+            raise
+        return result
 
     def find(self, addr):
         """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
@@ -396,7 +493,9 @@ cdef class VmapSpace:
         cdef space_t* s = self._s()
         cdef bint found
         with nogil:
+            vm_nogil_enter()
             found = space_find(s, a, &start, &last)
+            vm_nogil_exit()
         if found:
             return _area(start, last)
         return None
@@ -406,13 +505,19 @@ cdef class VmapSpace:
 
         KeyError if no busy area starts at addr (a double free included).
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last
-        cdef int rc = space_free(self._s(), a, &start, &last)
+        cdef space_t* s = self._s()
+        # Made before the change, so that nothing after it can fail.
+        cdef VmapArea result = VmapArea.__new__(VmapArea)
+        cdef int rc = space_free(s, a, &start, &last)
         if rc == UNLINK_OK:
             if self._callers:
-                self._callers.pop(start, None)
-            return _area(start, last)
+                self._callers.pop(addr, None)
+            result._start = start
+            result._last = last
+            return result
         if rc < 0:
             raise SystemError("vmap_core: freed area overlapped free space (corrupted space)")
         raise KeyError(addr)
@@ -425,17 +530,22 @@ cdef class VmapSpace:
         (else the node of its start).  Its range is not reusable until a
         purge, which runs here when the lazy pages exceed lazy_max_pages.
         KeyError as for free(); returns the area."""
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last
         cdef bint over = False
-        cdef int rc = space_free_lazy(self._s(), a, &start, &last, &over)
+        cdef space_t* s = self._s()
+        cdef VmapArea result = VmapArea.__new__(VmapArea)   # before the change
+        cdef int rc = space_free_lazy(s, a, &start, &last, &over)
         if rc != UNLINK_OK:
             raise KeyError(addr)
         if self._callers:
-            self._callers.pop(start, None)
+            self._callers.pop(addr, None)
+        result._start = start
+        result._last = last
         if over:
             self.purge()
-        return _area(start, last)
+        return result
 
     def purge(self, full=False):
         """__purge_vmap_area_lazy(): decay every node's pools (~25% of each
@@ -445,26 +555,42 @@ cdef class VmapSpace:
         on_purge(start, end) with the union of the purged ranges (the one TLB
         flush) and returns the number of lazy areas purged."""
         cdef uint64_t fs, fl
-        cdef size_t n
+        cdef size_t n, expected = 0
         cdef space_t* s = self._s()
         cdef bint f
+        cdef unsigned k
         if not isinstance(full, bool):
             raise TypeError("full must be a bool")
         f = full
+        # The result is made first, for the count expected, so that a purge
+        # by this thread alone cannot be followed by a MemoryError.
+        for k in range(s.nr_nodes):
+            expected += cnt_peek(&s.nodes[k].nr_lazy)
+        result = <object>expected
         with nogil:
+            vm_nogil_enter()
             n = space_purge(s, f, &fs, &fl)
+            vm_nogil_exit()
+        if n != expected:
+            result = <object>n
         if n and self.on_purge is not None:
             self.on_purge(fs, <object>fl + 1)
-        return n
+        return result
 
     def drain_pools(self):
         """The shrinker's scan: fully decay every node's pools back to the
         free tree; returns the number of areas given back."""
         cdef space_t* s = self._s()
-        cdef size_t n
+        cdef size_t n, expected = 0
+        cdef unsigned k
+        for k in range(s.nr_nodes):
+            expected += cnt_peek(&s.nodes[k].nr_pooled)
+        result = <object>expected        # made before the change, as in purge()
         with nogil:
+            vm_nogil_enter()
             n = space_drain_pools(s)
-        return n
+            vm_nogil_exit()
+        return result if n == expected else <object>n
 
     def areas(self, from_addr=0):
         """Busy areas in global address order, from the first that ends above
@@ -493,77 +619,45 @@ cdef class VmapSpace:
 
     def lazy_areas(self):
         """Lazily freed areas not yet purged, in address order."""
-        return [a for a, _ in self._lazy_pool_snapshot(True)]
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_LAZY)
+        qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
+        return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
 
     def pooled_areas(self):
         """(area, node) for every area in a node's pool, in address order."""
-        return self._lazy_pool_snapshot(False)
-
-    cdef list _lazy_pool_snapshot(self, bint lazy):
-        cdef space_t* s = self._s()
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
+        cdef snap_area_t* a = snap.sn.areas[2]
+        cdef size_t i
         cdef list out = []
-        cdef unsigned k
-        cdef size_t cls
-        cdef vnode_t* vn
-        cdef vm_lock_t* l
-        cdef block_t* blocks
-        cdef size_t n, cap
-        for k in range(s.nr_nodes):
-            vn = &s.nodes[k]
-            l = lazy_lock(s, vn) if lazy else pool_lock(s, vn)
-            lock_acquire(l)
-            cap = vn.nr_lazy if lazy else vn.nr_pooled
-            blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
-            if blocks == NULL:
-                vm_unlock(l)
-                raise MemoryError()
-            n = 0
-            if lazy:
-                n = _copy_chain(rb_first(vn.lazy_root.node), blocks, n, cap)
-            else:
-                for cls in range(<size_t>MAX_VA_SIZE_PAGES):
-                    n = _copy_chain(vn.pools[cls].head, blocks, n, cap)
-            vm_unlock(l)
-            try:
-                out.extend((a, k) for a in _areas_of(blocks, n))
-            finally:
-                free(blocks)
-        out.sort(key=lambda p: p[0].start)
+        qsort(a, snap.sn.n[2], sizeof(snap_area_t), snap_area_cmp)
+        for i in range(snap.sn.n[2]):
+            out.append((_area(a[i].start, a[i].last), a[i].node))
         return out
 
     def vmallocinfo(self):
         """/proc/vmallocinfo (s_show(), show_purge_info()): busy areas node by
         node, sorted within a node, as ``0x<start>-0x<end> <size> <caller>
         pages=<n> vmalloc`` (``vm_map_ram`` for an area without a caller),
-        then the lazily freed ones as ``unpurged vm_area``."""
-        cdef list lines = []
+        then the lazily freed ones as ``unpurged vm_area``.  One consistent
+        snapshot of both (see the README on concurrent snapshots)."""
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY | SNAP_LAZY)
+        cdef snap_area_t* a = snap.sn.areas[0]
         cdef dict callers = self._callers
-        by_node = [[] for _ in range(self.nr_nodes)]
-        for a in self._busy_snapshot():
-            by_node[self.node_of(a.start)].append(a)
-        for areas in by_node:
-            for a in areas:
-                lines.append(_reference._info_line(a.start, a.end, callers.get(a.start),
-                                                   self.page_size))
-        lazy_by_node = [[] for _ in range(self.nr_nodes)]
-        for a in self.lazy_areas():
-            lazy_by_node[self._lazy_node(a.start)].append(a)
-        for areas in lazy_by_node:
-            for a in areas:
-                lines.append(f"0x{a.start:016x}-0x{a.end:016x} {a.size:7d} unpurged vm_area")
-        return "".join(line + "\n" for line in lines)
-
-    cdef unsigned _lazy_node(self, uint64_t start):
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        cdef va_t* n
-        for k in range(s.nr_nodes):
-            lock_acquire(lazy_lock(s, &s.nodes[k]))
-            n = bt_lookup_root(&s.nodes[k].lazy_root, start)
-            vm_unlock(lazy_lock(s, &s.nodes[k]))
-            if n != NULL:
-                return k
-        return 0
+        cdef list lines = []
+        cdef size_t i
+        page_size = self.page_size
+        info_line = _reference._info_line
+        for i in range(snap.sn.n[0]):
+            start = a[i].start
+            lines.append(info_line(start, <object>a[i].last + 1, callers.get(start), page_size))
+        a = snap.sn.areas[1]
+        for i in range(snap.sn.n[1]):
+            lines.append(f"0x{a[i].start:016x}-0x{<object>a[i].last + 1:016x} "
+                         f"{<object>(a[i].last - a[i].start) + 1:7d} unpurged vm_area")
+        if not lines:
+            return ""
+        lines.append("")
+        return "\n".join(lines)
 
     @classmethod
     def from_vmallocinfo(cls, text_or_path, **space_kwargs):
@@ -585,34 +679,46 @@ cdef class VmapSpace:
         integers (array.array('Q'), numpy uint64, ...), without the GIL.
 
         Writes the start of the area holding each address, or MISS, into out
-        (a writable buffer of the same length and type; a new array.array('Q')
-        when None) and returns out.  TypeError for a buffer of another type,
-        ValueError when the lengths differ.
+        (a writable buffer of the same length and type) and returns out.  When
+        out is None, a new one of the input's kind: a numpy.ndarray of uint64
+        for a numpy array, else an array.array('Q').  TypeError for anything
+        but a one-dimensional buffer of native unsigned 64-bit integers (None,
+        a structured dtype, a released buffer included), ValueError when the
+        lengths differ.
         """
         cdef space_t* s = self._s()
-        cdef const uint64_t[:] a
-        cdef uint64_t[:] o
+        cdef Py_buffer a
+        cdef Py_buffer o
         cdef Py_ssize_t i, n
-        cdef uint64_t st, la
+        cdef uint64_t x, st, la
+        cdef const char* ap
+        cdef char* op
+        _get_u64_buffer(addrs, &a, False, "addrs")
         try:
-            a = addrs
-        except (TypeError, ValueError, BufferError) as e:
-            raise TypeError(f"addrs must be a buffer of unsigned 64-bit integers: {e}") from None
-        n = a.shape[0]
-        if out is None:
-            out = array.array("Q", bytes(8 * n))
-        try:
-            o = out
-        except (TypeError, ValueError, BufferError) as e:
-            raise TypeError(f"out must be a writable buffer of unsigned 64-bit integers: {e}") from None
-        if o.shape[0] != n:
-            raise ValueError(f"out has {o.shape[0]} items, addrs {n}")
-        with nogil:
-            for i in range(n):
-                if space_find(s, a[i], &st, &la):
-                    o[i] = st
-                else:
-                    o[i] = MISS_U64
+            n = a.shape[0]
+            if out is None:
+                out = _new_u64_like(addrs, n)
+            _get_u64_buffer(out, &o, True, "out")
+            try:
+                if o.shape[0] != n:
+                    raise ValueError(f"out has {o.shape[0]} items, addrs {n}")
+                ap = <const char*>a.buf
+                op = <char*>o.buf
+                with nogil:
+                    vm_nogil_enter()
+                    for i in range(n):
+                        # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
+                        memcpy(&x, ap + i * a.strides[0], 8)
+                        if space_find(s, x, &st, &la):
+                            x = st
+                        else:
+                            x = MISS_U64
+                        memcpy(op + i * o.strides[0], &x, 8)
+                    vm_nogil_exit()
+            finally:
+                PyBuffer_Release(&o)
+        finally:
+            PyBuffer_Release(&a)
         return out
 
     def check_copy(self, addr, n):
@@ -638,93 +744,29 @@ cdef class VmapSpace:
         return n
 
     def __iter__(self):
-        """Busy areas in address order (a snapshot, node by node)."""
+        """Busy areas in address order: one consistent snapshot (see the
+        README on concurrent snapshots)."""
         return iter(self._busy_snapshot())
 
     cdef list _busy_snapshot(self):
-        cdef space_t* s = self._s()
-        cdef block_t* blocks = NULL
-        cdef size_t n = 0
-        cdef size_t cap = 0
-        cdef unsigned k
-        cdef vnode_t* vn
-        cdef vm_lock_t* l
-        cdef list out
-        # Size the buffer under no lock, then fill it node by node; retry if
-        # another thread added areas in between.
-        while True:
-            cap = len(self) + 16
-            blocks = <block_t*>malloc(cap * sizeof(block_t))
-            if blocks == NULL:
-                raise MemoryError()
-            n = 0
-            for k in range(s.nr_nodes):
-                vn = &s.nodes[k]
-                l = node_lock(s, vn)
-                lock_acquire(l)
-                if n + vn.nr_areas > cap:
-                    vm_unlock(l)
-                    n = cap + 1
-                    break
-                n = _copy_chain(rb_first(vn.root.node), blocks, n, cap)
-                vm_unlock(l)
-            if n <= cap:
-                break
-            free(blocks)
-        try:
-            qsort(blocks, n, sizeof(block_t), block_cmp)
-            out = _areas_of(blocks, n)
-        finally:
-            free(blocks)
-        return out
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY)
+        qsort(snap.sn.areas[0], snap.sn.n[0], sizeof(snap_area_t), snap_area_cmp)
+        return _snap_areas(snap.sn.areas[0], snap.sn.n[0])
 
     def free_areas(self):
         """The free blocks as VmapArea, coalesced, in address order."""
-        cdef space_t* s = self._s()
-        cdef block_t* blocks
-        cdef size_t n = 0
-        cdef size_t cap
-        lock_acquire(s.free_lock)
-        cap = s.nr_free
-        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
-        if blocks == NULL:
-            vm_unlock(s.free_lock)
-            raise MemoryError()
-        n = _copy_chain(rb_first(s.free_root.node), blocks, 0, cap)
-        vm_unlock(s.free_lock)
-        try:
-            return _areas_of(blocks, n)
-        finally:
-            free(blocks)
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_FREE)
+        return _snap_areas(snap.sn.areas[3], snap.sn.n[3])
 
     # -- introspection ------------------------------------------------------
 
     cdef void _lock_all(self) noexcept:
-        """Every lock, in one fixed order (purge lock first, as a purge would)."""
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        lock_acquire(s.purge_lock)
-        if s.global_lock != NULL:
-            lock_acquire(s.global_lock)
-            return
-        for k in range(s.nr_nodes):
-            lock_acquire(&s.nodes[k].lock)
-            lock_acquire(&s.nodes[k].lazy_lock)
-            lock_acquire(&s.nodes[k].pool_lock)
-        lock_acquire(s.free_lock)
+        """Every lock, in the one fixed order (_snapshot.pxi), GIL released
+        for any wait."""
+        snap_lock(self.sp, SNAP_COUNTS)
 
     cdef void _unlock_all(self) noexcept:
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        if s.global_lock == NULL:
-            vm_unlock(s.free_lock)
-            for k in range(s.nr_nodes):
-                vm_unlock(&s.nodes[k].pool_lock)
-                vm_unlock(&s.nodes[k].lazy_lock)
-                vm_unlock(&s.nodes[k].lock)
-        else:
-            vm_unlock(s.global_lock)
-        vm_unlock(s.purge_lock)
+        snap_unlock(self.sp, SNAP_COUNTS)
 
     def check(self):
         """Verify every invariant; AssertionError names the first broken one.
@@ -746,7 +788,7 @@ cdef class VmapSpace:
         cap = s.nr_free
         for k in range(s.nr_nodes):
             cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
-        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
+        blocks = <block_t*>vm_malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
             self._unlock_all()
             raise MemoryError()
@@ -786,72 +828,69 @@ cdef class VmapSpace:
         that saw a change and retried, and that then took the lock).
         """
         cdef space_t* s = self._s()
+        cdef _Snapshot snap = _take_snapshot(s, SNAP_COUNTS)   # every lock, then none
+        cdef snap_t* sn = &snap.sn
+        cdef node_counts_t* nc
         cdef unsigned k
-        cdef va_t* va
-        cdef uint64_t busy_spans = 0
-        cdef uint64_t free_spans = 0
+        cdef size_t c, n
         cdef size_t nbusy = 0
-        cdef size_t nfree
+        cdef size_t nlazy = 0
+        cdef size_t npooled = 0
+        cdef object busy_bytes = 0
         cdef list node_areas = []
-        cdef uint64_t largest = 0
-        cdef bint any_free
-        self._lock_all()
-        for k in range(s.nr_nodes):
-            node_areas.append(s.nodes[k].nr_areas)
-            nbusy += s.nodes[k].nr_areas
-            va = rb_first(s.nodes[k].root.node)
-            while va != NULL:
-                busy_spans += va.last - va.start
-                va = va.next
-        nfree = s.nr_free
-        va = rb_first(s.free_root.node)
-        while va != NULL:
-            free_spans += va.last - va.start
-            va = va.next
-        any_free = s.free_root.node != NULL
-        if any_free:
-            largest = s.free_root.node.aux
-        slab_b = slab_bytes(&s.slab)
-        records = s.slab.in_use
+        cdef list pool_areas = []
+        cdef list read_waits = []
+        cdef list retries = []
+        cdef list fallbacks = []
+        cdef dict per_class
+        cdef dict acq, cont
         if s.global_lock != NULL:
-            acq = {"global": s.global_lock.acquisitions}
-            cont = {"global": s.global_lock.contended}
+            acq = {"global": sn.free_acquisitions}
+            cont = {"global": sn.free_contended}
         else:
-            acq = {"free": s.locks[0].acquisitions}
-            cont = {"free": s.locks[0].contended}
-            for k in range(s.nr_nodes):
-                acq[f"node{k}"] = s.nodes[k].lock.acquisitions
-                cont[f"node{k}"] = s.nodes[k].lock.contended
-        lazy_areas = sum(s.nodes[k].nr_lazy for k in range(s.nr_nodes))
-        pooled = sum(s.nodes[k].nr_pooled for k in range(s.nr_nodes))
-        pool_areas = [{c: s.nodes[k].pools[c].len for c in range(MAX_VA_SIZE_PAGES)
-                       if s.nodes[k].pools[c].len} for k in range(s.nr_nodes)]
-        lazy_pages = s.lazy_nr
-        purges, flushes, purged = s.purges, s.tlb_flushes, s.purged_areas
-        read_waits = [s.nodes[k].rw.read_waits for k in range(s.nr_nodes)]
-        retries = [s.nodes[k].read_retries for k in range(s.nr_nodes)]
-        fallbacks = [s.nodes[k].read_fallbacks for k in range(s.nr_nodes)]
-        self._unlock_all()
-        # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
+            acq = {"free": sn.free_acquisitions}
+            cont = {"free": sn.free_contended}
+        for k in range(s.nr_nodes):
+            nc = &sn.nodes[k]
+            nbusy += nc.nr_areas
+            nlazy += nc.nr_lazy
+            npooled += nc.nr_pooled
+            # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
+            busy_bytes += <object>nc.busy_spans + nc.nr_areas
+            node_areas.append(nc.nr_areas)
+            per_class = {}
+            for c in range(<size_t>MAX_VA_SIZE_PAGES):
+                n = sn.pool_len[k * MAX_VA_SIZE_PAGES + c]
+                if n:
+                    per_class[c] = n
+            pool_areas.append(per_class)
+            read_waits.append(nc.read_waits)
+            retries.append(nc.read_retries)
+            fallbacks.append(nc.read_fallbacks)
+            if s.global_lock == NULL:
+                acq[f"node{k}"] = nc.acquisitions
+                cont[f"node{k}"] = nc.contended
         return {
             "busy_areas": nbusy,
-            "busy_bytes": <object>busy_spans + nbusy,
-            "free_areas": nfree,
-            "free_bytes": <object>free_spans + nfree,
-            "largest_free": <object>largest + 1 if any_free else 0,
+            "busy_bytes": busy_bytes,
+            "free_areas": sn.nr_free,
+            "free_bytes": <object>sn.free_spans + sn.nr_free,
+            "largest_free": <object>sn.largest_span + 1 if sn.any_free else 0,
             "nr_nodes": s.nr_nodes,
             "node_areas": node_areas,
             "lock": self.lock,
-            "lazy_areas": lazy_areas,
-            "lazy_pages": lazy_pages,
+            "lazy_areas": nlazy,
+            # The count is kept modulo 2**64: 0 with lazy areas is every page
+            # of a 2**64-page space.
+            "lazy_pages": sn.lazy_nr if sn.lazy_nr or not nlazy else _ADDR_LIMIT,
             "lazy_max_pages": self.lazy_max_pages,
-            "pooled_areas": pooled,
+            "pooled_areas": npooled,
             "pool_areas": pool_areas,
-            "purges": purges,
-            "tlb_flushes": flushes,
-            "purged_areas": purged,
-            "slab_bytes": slab_b,
-            "slab_records": records,
+            "purges": sn.purges,
+            "tlb_flushes": sn.tlb_flushes,
+            "purged_areas": sn.purged_areas,
+            "slab_bytes": sn.slab_bytes,
+            "slab_records": sn.slab_records,
             "record_bytes": sizeof(va_t),
             "lock_acquisitions": acq,
             "lock_contended": cont,
@@ -861,6 +900,7 @@ cdef class VmapSpace:
         }
 
     def __repr__(self):
+        self._s()
         return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")
 
@@ -880,6 +920,31 @@ cdef class _Workers:
 
     def __dealloc__(self):
         free(self.slots)
+
+
+cdef void* _worker_slot(_Workers workers, size_t i, size_t size) except NULL:
+    """Worker i's slot; the worker methods below are reachable from Python."""
+    if workers is None or i >= workers.n:
+        raise ValueError("no such worker")
+    return <char*>workers.slots + i * size
+
+
+cdef int _join_all(list pool, int* stop) except -1:
+    """Join native worker threads.  If the wait is interrupted (a signal
+    handler raising KeyboardInterrupt), tell them to stop, still join them,
+    then let the exception go on: none may outlive the memory it uses."""
+    try:
+        for t in pool:
+            t.join()
+    finally:
+        vm_store_int(stop, 1)
+        for t in pool:
+            while t.is_alive():
+                try:
+                    t.join()
+                except BaseException:
+                    pass        # keep waiting: they stop within a few ms
+    return 0
 
 
 cdef class _UsercopyCell:
@@ -906,13 +971,20 @@ cdef class _UsercopyCell:
         free(self.shared)
 
     def worker(self, size_t i):
+        cdef uc_worker_t* w = <uc_worker_t*>_worker_slot(self.workers, i, sizeof(uc_worker_t))
         with nogil:
-            uc_worker_loop(&(<uc_worker_t*>self.workers.slots)[i])
+            vm_nogil_enter()
+            uc_worker_loop(w)
+            vm_nogil_exit()
 
     def churn(self, uint64_t period_ns):
-        cdef space_t* s = self.churn_space.sp
+        if self.churn_space is None:
+            raise ValueError("no space to churn")
+        cdef space_t* s = self.churn_space._s()
         with nogil:
+            vm_nogil_enter()
             uc_churn_loop(s, self.shared, period_ns, &self.churn_ops)
+            vm_nogil_exit()
 
 
 _CHECK_MODES = {"nocheck": UC_NOCHECK, "unlocked": UC_UNLOCKED}
@@ -931,138 +1003,221 @@ def _calibrate_work(uint64_t work_ns):
     return max(1, <object>work_ns * iters // max(<uint64_t>1, t1 - t0))
 
 
-def usercopy_cell(str mode, Py_ssize_t threads, *, Py_ssize_t buffers=1000, uint64_t buffer_size=65536,
-                  uint64_t copy_size=1024, double seconds=1.0, uint64_t churn_us=100,
-                  uint64_t work_ns=0, nr_nodes=None):
+cdef object _bounded(object v, str name, object lo, object hi):
+    """An exact int in [lo, hi], else TypeError / ValueError."""
+    v = _index(v, name)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], not {v}")
+    return v
+
+
+MAX_NATIVE_THREADS = 1024
+"""The most native worker threads usercopy_cell() and stress_native() start."""
+
+
+def usercopy_cell(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=1024,
+                  seconds=1.0, churn_us=100, work_ns=0, nr_nodes=None):
     """One cell of the usercopy experiment: ``threads`` native copiers for
     ``seconds``, each request a check_heap_object() lookup (except in mode
     "nocheck") and a copy of copy_size bytes into one of ``buffers`` vzalloc'ed
     buffers; a writer allocates and frees an area every churn_us meanwhile.
 
     mode: "nocheck", "unlocked", or a lock mode of VmapSpace.  Returns a dict:
-    requests, elapsed, per_thread, churn_ops, lock_stats.
+    requests, elapsed, per_thread, churn_ops, lock_stats.  ValueError for an
+    argument out of range (threads 1..MAX_NATIVE_THREADS, buffers 1..2**20,
+    buffer_size a multiple of 4096 up to 2**30, seconds finite and positive,
+    churn_us and work_ns up to 10**9).  Interrupted (KeyboardInterrupt), it
+    stops and joins its threads before the exception goes on.
     """
-    cdef _UsercopyCell cell = _UsercopyCell()
+    cdef _UsercopyCell cell
     cdef uc_worker_t* w
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, nthreads, nbuffers
     cdef uint64_t page = 4096
-    cdef uint64_t area = buffer_size + page        # vmalloc adds a guard page
-    if mode not in _CHECK_MODES and mode not in _LOCK_MODE_IDS:
+    cdef uint64_t area, bsize, csize, churn_ns
+    if not isinstance(mode, str) or (mode not in _CHECK_MODES and mode not in _LOCK_MODE_IDS):
         raise ValueError(f"unknown mode {mode!r}")
-    if threads < 1 or buffers < 1 or not seconds > 0:
-        raise ValueError("threads, buffers and seconds must be positive")
-    if buffer_size == 0 or buffer_size % page or copy_size == 0 or copy_size > buffer_size:
-        raise ValueError("need buffer_size a positive multiple of 4096 and 0 < copy_size <= buffer_size")
+    nthreads = _bounded(threads, "threads", 1, MAX_NATIVE_THREADS)
+    nbuffers = _bounded(buffers, "buffers", 1, 1 << 20)
+    bsize = _bounded(buffer_size, "buffer_size", page, 1 << 30)
+    csize = _bounded(copy_size, "copy_size", 1, bsize)
+    churn_ns = _bounded(churn_us, "churn_us", 0, 10 ** 9) * 1000
+    work_ns = _bounded(work_ns, "work_ns", 0, 10 ** 9)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+    if not (math.isfinite(seconds) and 0 < seconds <= 86400):
+        raise ValueError(f"seconds must be in (0, 86400], not {seconds}")
+    if bsize % page:
+        raise ValueError("buffer_size must be a multiple of 4096")
+    area = bsize + page        # vmalloc adds a guard page
     lock = mode if mode in _LOCK_MODE_IDS else "node"
     base = 1 << 40
-    cell.space = VmapSpace(base, base + 4 * buffers * area + (1 << 30), nr_nodes=nr_nodes, lock=lock)
+    cell = _UsercopyCell()
+    cell.space = VmapSpace(base, base + 4 * nbuffers * area + (1 << 30), nr_nodes=nr_nodes, lock=lock)
     # Only the locked modes let the writer touch the tree the readers walk.
     cell.churn_space = cell.space if mode in _LOCK_MODE_IDS else VmapSpace(
         base, base + (1 << 30), nr_nodes=nr_nodes, lock="node")
-    cell.nbuf = buffers
-    cell.starts = <uint64_t*>malloc(buffers * sizeof(uint64_t))
-    cell.mem = <char**>calloc(buffers, sizeof(char*))
+    cell.starts = <uint64_t*>vm_malloc(nbuffers * sizeof(uint64_t))
+    cell.mem = <char**>vm_calloc(nbuffers, sizeof(char*))
     if cell.starts == NULL or cell.mem == NULL:
         raise MemoryError()
-    for i in range(buffers):
+    cell.nbuf = nbuffers
+    for i in range(nbuffers):
         cell.starts[i] = cell.space.alloc(area)
-        cell.mem[i] = <char*>calloc(1, buffer_size)     # vzalloc: zeroed, touched below
+        cell.mem[i] = <char*>vm_calloc(1, bsize)     # vzalloc: zeroed, touched below
         if cell.mem[i] == NULL:
             raise MemoryError()
-        memset(cell.mem[i], 0, buffer_size)
-    cell.workers = _Workers(threads, sizeof(uc_worker_t))
+        memset(cell.mem[i], 0, bsize)
+    cell.workers = _Workers(nthreads, sizeof(uc_worker_t))
     iters = _calibrate_work(work_ns)
-    for i in range(threads):
+    for i in range(nthreads):
         w = &(<uc_worker_t*>cell.workers.slots)[i]
         w.space = cell.space.sp
         w.check = _CHECK_MODES.get(mode, UC_LOCKED)
         w.starts = cell.starts
         w.mem = cell.mem
-        w.nbuf = buffers
-        w.buffer_size = buffer_size
-        w.copy_size = copy_size
+        w.nbuf = nbuffers
+        w.buffer_size = bsize
+        w.copy_size = csize
         w.work_iters = iters
         w.shared = cell.shared
         w.rng = 0x9E3779B97F4A7C15ULL * (i + 1)
-    pool = [threading.Thread(target=cell.worker, args=(i,), daemon=True) for i in range(threads)]
-    pool.append(threading.Thread(target=cell.churn, args=(churn_us * 1000,), daemon=True))
-    for t in pool:
-        t.start()
-    t0 = time.perf_counter()
-    vm_store_int(&cell.shared.go, 1)
-    time.sleep(seconds)
-    vm_store_int(&cell.shared.stop, 1)
-    elapsed = time.perf_counter() - t0
-    for t in pool:
-        t.join()
-    per_thread = [(<uc_worker_t*>cell.workers.slots)[i].requests for i in range(threads)]
-    failures = sum((<uc_worker_t*>cell.workers.slots)[i].failures for i in range(threads))
+    pool = []
+    for i in range(nthreads):
+        pool.append(threading.Thread(target=cell.worker, args=(i,), daemon=True))
+    pool.append(threading.Thread(target=cell.churn, args=(churn_ns,), daemon=True))
+    started = []
+    try:
+        for t in pool:
+            t.start()
+            started.append(t)
+        t0 = time.perf_counter()
+        vm_store_int(&cell.shared.go, 1)
+        time.sleep(seconds)
+        vm_store_int(&cell.shared.stop, 1)
+        elapsed = time.perf_counter() - t0
+    finally:
+        # Whatever ends the wait (a KeyboardInterrupt from a signal handler
+        # included), the threads stop and are joined before it goes on.
+        vm_store_int(&cell.shared.go, 1)
+        _join_all(started, &cell.shared.stop)
+    per_thread = []
+    failures = 0
+    for i in range(nthreads):
+        per_thread.append((<uc_worker_t*>cell.workers.slots)[i].requests)
+        failures += (<uc_worker_t*>cell.workers.slots)[i].failures
     if failures:
         raise RuntimeError(f"usercopy: {failures} checks failed (a lookup bug)")
     st = cell.space.stats()
+    lock_stats = {}
+    for k in ("lock_acquisitions", "lock_contended", "rwlock_read_waits",
+              "optimistic_retries", "optimistic_fallbacks"):
+        lock_stats[k] = st[k]
     return {
         "requests": sum(per_thread),
         "elapsed": elapsed,
         "per_thread": per_thread,
         "churn_ops": cell.churn_ops,
-        "lock_stats": {k: st[k] for k in ("lock_acquisitions", "lock_contended",
-                                          "rwlock_read_waits", "optimistic_retries",
-                                          "optimistic_fallbacks")},
+        "lock_stats": lock_stats,
     }
 
 
 cdef class _StressRun:
     cdef _Workers workers
+    cdef VmapSpace space        # kept alive while the workers use it
     cdef uint64_t* owned
+    cdef int stop
 
     def __dealloc__(self):
         free(self.owned)
 
     def worker(self, size_t i):
+        cdef stress_worker_t* w = <stress_worker_t*>_worker_slot(self.workers, i,
+                                                                 sizeof(stress_worker_t))
         with nogil:
-            stress_loop(&(<stress_worker_t*>self.workers.slots)[i])
+            vm_nogil_enter()
+            stress_loop(w)
+            vm_nogil_exit()
 
 
-def stress_native(VmapSpace space, Py_ssize_t threads, uint64_t ops, uint64_t seed=1,
-                  size_t max_owned=256):
+MAX_STRESS_OWNED = 1 << 20
+"""The most areas one stress_native() worker may hold at once."""
+
+
+def stress_native(VmapSpace space not None, threads, ops, seed=1, max_owned=256):
     """Native threads doing random alloc / free / lazy free and purge / find
     on one space at once.
 
-    Each of ``threads`` workers runs ``ops`` operations without the GIL and
-    checks that every area it owns stays findable with its bounds.  Returns
-    {"allocs", "frees", "finds", "errors", "owned": [[(start, end), ...] per
-    worker]} (the areas each still holds).
+    Each of ``threads`` workers (1..MAX_NATIVE_THREADS) runs ``ops``
+    operations (0..2**64-1) without the GIL and checks that every area it
+    owns (at most ``max_owned``, 1..MAX_STRESS_OWNED) stays findable with its
+    bounds.  Returns {"allocs", "frees", "finds", "errors", "owned": [[(start,
+    end), ...] per worker]} (the areas each still holds).  ValueError for an
+    argument out of range; interrupted, the workers stop and are joined first.
     """
     cdef _StressRun run = _StressRun()
-    if threads < 1:
-        raise ValueError("threads must be positive")
     cdef stress_worker_t* w
-    cdef Py_ssize_t i
-    cdef size_t j
+    cdef Py_ssize_t i, nthreads
+    cdef size_t j, owned_max
+    cdef int overflow = 0
+    cdef size_t nwords
     space._s()
-    run.workers = _Workers(threads, sizeof(stress_worker_t))
-    run.owned = <uint64_t*>malloc(2 * threads * max_owned * sizeof(uint64_t) + 8)
-    if run.owned == NULL:
+    nthreads = _bounded(threads, "threads", 1, MAX_NATIVE_THREADS)
+    cdef uint64_t nops = _bounded(ops, "ops", 0, (1 << 64) - 1)
+    cdef uint64_t rng_seed = _bounded(seed, "seed", 0, (1 << 64) - 1)
+    owned_max = _bounded(max_owned, "max_owned", 1, MAX_STRESS_OWNED)
+    run.space = space
+    run.workers = _Workers(nthreads, sizeof(stress_worker_t))
+    nwords = vm_mul_size(2 * <size_t>nthreads, owned_max, &overflow)
+    run.owned = <uint64_t*>vm_malloc(vm_mul_size(nwords, sizeof(uint64_t), &overflow))
+    if run.owned == NULL or overflow:
         raise MemoryError()
-    for i in range(threads):
+    for i in range(nthreads):
         w = &(<stress_worker_t*>run.workers.slots)[i]
         w.space = space.sp
-        w.rng = (seed + i + 1) * 0x9E3779B97F4A7C15ULL
-        w.ops = ops
-        w.owned = run.owned + 2 * i * max_owned
-        w.owned_last = w.owned + max_owned
-        w.cap_owned = max_owned
-    pool = [threading.Thread(target=run.worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+        w.rng = (rng_seed + i + 1) * 0x9E3779B97F4A7C15ULL
+        w.ops = nops
+        w.owned = run.owned + 2 * i * owned_max
+        w.owned_last = w.owned + owned_max
+        w.cap_owned = owned_max
+        w.stop = &run.stop
+    pool = []
+    for i in range(nthreads):
+        pool.append(threading.Thread(target=run.worker, args=(i,)))
+    started = []
+    try:
+        for t in pool:
+            t.start()
+            started.append(t)
+    finally:
+        _join_all(started, &run.stop)
     out = {"allocs": 0, "frees": 0, "finds": 0, "errors": 0, "owned": []}
-    for i in range(threads):
+    for i in range(nthreads):
         w = &(<stress_worker_t*>run.workers.slots)[i]
         out["allocs"] += w.allocs
         out["frees"] += w.frees
         out["finds"] += w.finds
         out["errors"] += w.errors
-        out["owned"].append([(w.owned[j], <object>w.owned_last[j] + 1) for j in range(w.nr_owned)])
+        owned = []
+        for j in range(w.nr_owned):
+            owned.append((w.owned[j], <object>w.owned_last[j] + 1))
+        out["owned"].append(owned)
     return out
+
+
+# -- test-only hooks ------------------------------------------------------------
+
+def _fail_c_alloc(long k=-1):
+    """Test-only: make the k-th C allocation of the core from now on fail
+    (0 is the next one), once; -1 turns it off.  Returns the number of C
+    allocations made so far, so a test can tell whether a call made any."""
+    vm_fail_alloc_at(k)
+    return vm_alloc_count()
+
+
+def _c_alloc_count():
+    """Test-only: the number of C allocations the core has made."""
+    return vm_alloc_count()
+
+
+if vm_cpu_atfork_init() != 0:
+    raise ImportError("vmap_core: pthread_atfork() failed")
