@@ -132,6 +132,15 @@ cdef int _get_u64_buffer(object obj, Py_buffer* view, bint writable, str name) e
     return 0
 
 
+# Some exporters (ctypes) leave shape or strides NULL for a contiguous buffer.
+cdef inline Py_ssize_t _buffer_len(const Py_buffer* v) noexcept:
+    return v.shape[0] if v.shape != NULL else v.len // 8
+
+
+cdef inline Py_ssize_t _buffer_stride(const Py_buffer* v) noexcept:
+    return v.strides[0] if v.strides != NULL else 8
+
+
 cdef object _new_u64_like(object addrs, Py_ssize_t n):
     """find_many()'s default out: numpy in, numpy out; else array.array('Q')."""
     np = sys.modules.get("numpy")
@@ -693,27 +702,30 @@ cdef class VmapSpace:
         cdef uint64_t x, st, la
         cdef const char* ap
         cdef char* op
+        cdef Py_ssize_t astride, ostride
         _get_u64_buffer(addrs, &a, False, "addrs")
         try:
-            n = a.shape[0]
+            n = _buffer_len(&a)
+            astride = _buffer_stride(&a)
             if out is None:
                 out = _new_u64_like(addrs, n)
             _get_u64_buffer(out, &o, True, "out")
             try:
-                if o.shape[0] != n:
-                    raise ValueError(f"out has {o.shape[0]} items, addrs {n}")
+                if _buffer_len(&o) != n:
+                    raise ValueError(f"out has {_buffer_len(&o)} items, addrs {n}")
+                ostride = _buffer_stride(&o)
                 ap = <const char*>a.buf
                 op = <char*>o.buf
                 with nogil:
                     vm_nogil_enter()
                     for i in range(n):
                         # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
-                        memcpy(&x, ap + i * a.strides[0], 8)
+                        memcpy(&x, ap + i * astride, 8)
                         if space_find(s, x, &st, &la):
                             x = st
                         else:
                             x = MISS_U64
-                        memcpy(op + i * o.strides[0], &x, 8)
+                        memcpy(op + i * ostride, &x, 8)
                     vm_nogil_exit()
             finally:
                 PyBuffer_Release(&o)
