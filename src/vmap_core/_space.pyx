@@ -1110,6 +1110,7 @@ def usercopy_cell(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=1
     finally:
         # Whatever ends the wait (a KeyboardInterrupt from a signal handler
         # included), the threads stop and are joined before it goes on.
+        vm_store_int(&cell.shared.stop, 1)
         vm_store_int(&cell.shared.go, 1)
         _join_all(started, &cell.shared.stop)
     per_thread = []
