@@ -450,16 +450,16 @@ cdef class VmapSpace:
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
             if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
-                return self._commit_alloc(addr, caller, True, <unsigned>tag, szm1)
+                return self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
             tag += 1
         rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
         if rc == ALLOC_NOMEM and rotated:
             pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
         if rc == ALLOC_NOSPACE or rc == ALLOC_RANGE:
-            self.purge(full=True)           # the overflow path: purge, retry once
+            self._purge(True)               # the overflow path: purge, retry once
             rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
         if rc == ALLOC_OK:
-            return self._commit_alloc(addr, caller, False, 0, szm1)
+            return self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1, rotated)
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
@@ -467,10 +467,11 @@ cdef class VmapSpace:
         raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
 
     cdef object _commit_alloc(self, uint64_t addr, object caller, bint pooled, unsigned node,
-                              uint64_t szm1):
+                              uint64_t szm1, bint rotated):
         """The allocated address as an int, with its caller tag recorded.  If
-        either cannot be made (MemoryError), the allocation is undone, so
-        that alloc() raises with the space as it was."""
+        either cannot be made (MemoryError), the allocation is undone (and
+        the pool of node put back in order if its miss rotated it), so that
+        alloc() raises with the space as it was."""
         cdef uint64_t st, la
         try:
             result = <object>addr
@@ -483,6 +484,8 @@ cdef class VmapSpace:
                 space_unalloc_pooled(self.sp, node, addr)
             else:
                 space_free(self.sp, addr, &st, &la)
+                if rotated:
+                    pool_unrotate(self.sp, node, szm1)
             raise
         return result
 
@@ -553,7 +556,7 @@ cdef class VmapSpace:
         result._start = start
         result._last = last
         if over:
-            self.purge()
+            self._purge(False)
         return result
 
     def purge(self, full=False):
@@ -563,28 +566,34 @@ cdef class VmapSpace:
         the purge is not full) or back to the free tree, merging.  Calls
         on_purge(start, end) with the union of the purged ranges (the one TLB
         flush) and returns the number of lazy areas purged."""
-        cdef uint64_t fs, fl
         cdef size_t n, expected = 0
         cdef space_t* s = self._s()
-        cdef bint f
         cdef unsigned k
         if not isinstance(full, bool):
             raise TypeError("full must be a bool")
-        f = full
         # The result is made first, for the count expected, so that a purge
         # by this thread alone cannot be followed by a MemoryError.
         for k in range(s.nr_nodes):
             expected += cnt_peek(&s.nodes[k].nr_lazy)
         result = <object>expected
+        n = self._purge(full)
+        return result if n == expected else <object>n
+
+    cdef size_t _purge(self, bint full) except? <size_t>-1:
+        """The purge itself, for purge() and the purges that free_lazy() and
+        alloc()'s overflow path run: no Python object is made unless on_purge
+        is set (its exceptions, and a MemoryError building its arguments,
+        propagate after the purge it reports)."""
+        cdef uint64_t fs, fl
+        cdef size_t n
+        cdef space_t* s = self.sp
         with nogil:
             vm_nogil_enter()
-            n = space_purge(s, f, &fs, &fl)
+            n = space_purge(s, full, &fs, &fl)
             vm_nogil_exit()
-        if n != expected:
-            result = <object>n
         if n and self.on_purge is not None:
             self.on_purge(fs, <object>fl + 1)
-        return result
+        return n
 
     def drain_pools(self):
         """The shrinker's scan: fully decay every node's pools back to the
@@ -631,6 +640,18 @@ cdef class VmapSpace:
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_LAZY)
         qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
         return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
+
+    def _debug_pool_order(self):
+        """Test-only: (node, start, end) of every pooled area, node by node,
+        size class by size class, head first: the order pooled_areas() sorts
+        away, which decides what the next pooled alloc() gets."""
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
+        cdef snap_area_t* a = snap.sn.areas[2]
+        cdef size_t i
+        cdef list out = []
+        for i in range(snap.sn.n[2]):
+            out.append((a[i].node, a[i].start, <object>a[i].last + 1))
+        return out
 
     def pooled_areas(self):
         """(area, node) for every area in a node's pool, in address order."""
