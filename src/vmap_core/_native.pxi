@@ -227,3 +227,10 @@ def _leak_selftest(size_t nbytes=4096):
         raise MemoryError()
     memset(p, 1, nbytes)
     return <uintptr_t>p != 0
+
+
+def _ubsan_selftest(int shift=64):
+    """Test-only: shift a 64-bit word by shift bits (64: undefined behaviour),
+    so an UndefinedBehaviorSanitizer build can be shown to report it."""
+    cdef uint64_t one = 1
+    return one << shift

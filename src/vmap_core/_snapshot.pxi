@@ -146,12 +146,17 @@ cdef bint snap_fits(space_t* s, unsigned what, snap_t* sn) noexcept nogil:
     cdef unsigned k
     cdef int i
     cdef bint fits = True
-    need[0] = need[1] = need[2] = 0
+    need[0] = need[1] = need[2] = need[3] = 0
+    # Only the counts the held locks guard (the others may be changing).
     for k in range(s.nr_nodes):
-        need[0] += s.nodes[k].nr_areas
-        need[1] += s.nodes[k].nr_lazy
-        need[2] += s.nodes[k].nr_pooled
-    need[3] = s.nr_free
+        if what & SNAP_BUSY:
+            need[0] += s.nodes[k].nr_areas
+        if what & SNAP_LAZY:
+            need[1] += s.nodes[k].nr_lazy
+        if what & SNAP_POOLED:
+            need[2] += s.nodes[k].nr_pooled
+    if what & SNAP_FREE:
+        need[3] = s.nr_free
     for i in range(4):
         if what & (1 << i) and need[i] > sn.cap[i]:
             sn.cap[i] = need[i] + need[i] // 8 + 16
