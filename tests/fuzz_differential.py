@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-len", type=int, default=160)
     ap.add_argument("--replay", metavar="HEX", help="run one input and exit")
     ap.add_argument("corpus", nargs="*", default=[], help="atheris corpus directories")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     if args.replay:
         run_input(bytes.fromhex(args.replay))
         print("agreed")
