@@ -298,8 +298,9 @@ def test_h3_interrupted_usercopy_cell_stops_its_threads():
             pass
         else:
             raise AssertionError("not interrupted")
-        assert threading.active_count() == 1, threading.enumerate()
         t0 = os.times(); time.sleep(1.0); t1 = os.times()
+        # (an interrupted Thread.join() may leave a finished thread listed a moment)
+        assert threading.active_count() == 1, threading.enumerate()
         print("cpu", t1.user - t0.user)
     """, timeout=60)
     cpu = float(out.stdout.split()[-1])
@@ -322,6 +323,9 @@ def test_h3_interrupted_stress_native_joins_its_threads():
         else:
             raise AssertionError("not interrupted")
         assert time.monotonic() - t0 < 30
+        t1 = time.monotonic()
+        while threading.active_count() > 1 and time.monotonic() - t1 < 5:
+            time.sleep(0.01)    # an interrupted join() may leave one listed a moment
         assert threading.active_count() == 1, threading.enumerate()
         space.check()
     """, timeout=60)

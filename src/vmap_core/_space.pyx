@@ -962,21 +962,28 @@ cdef void* _worker_slot(_Workers workers, size_t i, size_t size) except NULL:
     return <char*>workers.slots + i * size
 
 
-cdef int _join_all(list pool, int* stop) except -1:
+cdef int _join_all(list pool, int* stop, uint64_t* finished) except -1:
     """Join native worker threads.  If the wait is interrupted (a signal
-    handler raising KeyboardInterrupt), tell them to stop, still join them,
-    then let the exception go on: none may outlive the memory it uses."""
+    handler raising KeyboardInterrupt), tell them to stop and wait until each
+    has left the core (its finished count), then let the exception go on:
+    none may outlive the memory it uses.  The count, not Thread.join(), says
+    when: an interrupted join() may mark a running thread as stopped
+    (CPython's bpo-45274 workaround)."""
     try:
         for t in pool:
             t.join()
     finally:
         vm_store_int(stop, 1)
+        while vm_load_u64(finished) < <uint64_t>len(pool):
+            try:
+                time.sleep(0.001)       # they stop within a few ms
+            except BaseException:
+                pass
         for t in pool:
-            while t.is_alive():
-                try:
-                    t.join()
-                except BaseException:
-                    pass        # keep waiting: they stop within a few ms
+            try:
+                t.join()
+            except BaseException:
+                pass
     return 0
 
 
@@ -988,6 +995,7 @@ cdef class _UsercopyCell:
     cdef char** mem
     cdef size_t nbuf
     cdef uint64_t churn_ops
+    cdef uint64_t finished      # threads that have left worker() / churn()
 
     def __cinit__(self):
         self.shared = <uc_shared_t*>vm_aligned_calloc(1, sizeof(uc_shared_t))
@@ -1004,20 +1012,28 @@ cdef class _UsercopyCell:
         free(self.shared)
 
     def worker(self, size_t i):
-        cdef uc_worker_t* w = <uc_worker_t*>_worker_slot(self.workers, i, sizeof(uc_worker_t))
-        with nogil:
-            vm_nogil_enter()
-            uc_worker_loop(w)
-            vm_nogil_exit()
+        cdef uc_worker_t* w
+        try:
+            w = <uc_worker_t*>_worker_slot(self.workers, i, sizeof(uc_worker_t))
+            with nogil:
+                vm_nogil_enter()
+                uc_worker_loop(w)
+                vm_nogil_exit()
+        finally:
+            vm_atomic_inc(&self.finished)
 
     def churn(self, uint64_t period_ns):
-        if self.churn_space is None:
-            raise ValueError("no space to churn")
-        cdef space_t* s = self.churn_space._s()
-        with nogil:
-            vm_nogil_enter()
-            uc_churn_loop(s, self.shared, period_ns, &self.churn_ops)
-            vm_nogil_exit()
+        cdef space_t* s
+        try:
+            if self.churn_space is None:
+                raise ValueError("no space to churn")
+            s = self.churn_space._s()
+            with nogil:
+                vm_nogil_enter()
+                uc_churn_loop(s, self.shared, period_ns, &self.churn_ops)
+                vm_nogil_exit()
+        finally:
+            vm_atomic_inc(&self.finished)
 
 
 _CHECK_MODES = {"nocheck": UC_NOCHECK, "unlocked": UC_UNLOCKED}
@@ -1133,7 +1149,7 @@ def usercopy_cell(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=1
         # included), the threads stop and are joined before it goes on.
         vm_store_int(&cell.shared.stop, 1)
         vm_store_int(&cell.shared.go, 1)
-        _join_all(started, &cell.shared.stop)
+        _join_all(started, &cell.shared.stop, &cell.finished)
     per_thread = []
     failures = 0
     for i in range(nthreads):
@@ -1160,17 +1176,21 @@ cdef class _StressRun:
     cdef VmapSpace space        # kept alive while the workers use it
     cdef uint64_t* owned
     cdef int stop
+    cdef uint64_t finished      # threads that have left worker()
 
     def __dealloc__(self):
         free(self.owned)
 
     def worker(self, size_t i):
-        cdef stress_worker_t* w = <stress_worker_t*>_worker_slot(self.workers, i,
-                                                                 sizeof(stress_worker_t))
-        with nogil:
-            vm_nogil_enter()
-            stress_loop(w)
-            vm_nogil_exit()
+        cdef stress_worker_t* w
+        try:
+            w = <stress_worker_t*>_worker_slot(self.workers, i, sizeof(stress_worker_t))
+            with nogil:
+                vm_nogil_enter()
+                stress_loop(w)
+                vm_nogil_exit()
+        finally:
+            vm_atomic_inc(&self.finished)
 
 
 MAX_STRESS_OWNED = 1 << 20
@@ -1223,7 +1243,7 @@ def stress_native(VmapSpace space not None, threads, ops, seed=1, max_owned=256)
             t.start()
             started.append(t)
     finally:
-        _join_all(started, &run.stop)
+        _join_all(started, &run.stop, &run.finished)
     out = {"allocs": 0, "frees": 0, "finds": 0, "errors": 0, "owned": []}
     for i in range(nthreads):
         w = &(<stress_worker_t*>run.workers.slots)[i]
