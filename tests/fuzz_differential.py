@@ -239,14 +239,16 @@ def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus
 
     def one(data: bytes) -> None:
         run_input(data, counts)
+        # libFuzzer ends the process with exit(), past Python's atexit: the
+        # tally is printed as it goes (its final stats give the total).
+        if sum(counts.values()) % 10000 == 0:
+            report(counts, "atheris")
 
     argv = [sys.argv[0], f"-max_len={max_len}", "-print_final_stats=1"]
     if seconds is not None:
         argv.append(f"-max_total_time={int(seconds)}")
     if runs is not None:
         argv.append(f"-runs={runs}")
-    import atexit
-    atexit.register(lambda: report(counts, "atheris"))
     # Coverage of the reference (the oracle) and of this decoder guides the
     # search; the core is C, compiled without libFuzzer's instrumentation.
     atheris.instrument_all()
