@@ -241,7 +241,8 @@ def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus
         run_input(data, counts)
         # libFuzzer ends the process with exit(), past Python's atexit: the
         # tally is printed as it goes (its final stats give the total).
-        if sum(counts.values()) % 10000 == 0:
+        n = sum(counts.values())
+        if n and n % 10000 == 0 and data:
             report(counts, "atheris")
 
     argv = [sys.argv[0], f"-max_len={max_len}", "-print_final_stats=1"]
