@@ -233,7 +233,8 @@ def random_engine(seed: int, seconds: float | None, runs: int | None, max_len: i
     return counts
 
 
-def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus: list[str]):
+def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus: list[str],
+                   quiet: bool = False):
     import atheris
     counts: collections.Counter = collections.Counter()
 
@@ -246,6 +247,8 @@ def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus
             report(counts, "atheris")
 
     argv = [sys.argv[0], f"-max_len={max_len}", "-print_final_stats=1"]
+    if quiet:                   # bounded runs (CI): no line per new corpus unit
+        argv.append("-verbosity=0")
     if seconds is not None:
         argv.append(f"-max_total_time={int(seconds)}")
     if runs is not None:
@@ -291,7 +294,7 @@ def main(argv=None) -> int:
         except ImportError:
             engine = "random"
     if engine == "atheris":
-        atheris_engine(seconds, args.runs, args.max_len, args.corpus)
+        atheris_engine(seconds, args.runs, args.max_len, args.corpus, quiet=args.mode == "bounded")
         return 0
     report(random_engine(args.seed, seconds, args.runs, args.max_len), "random")
     return 0
