@@ -787,7 +787,8 @@ cdef class VmapSpace:
         return _snap_areas(snap.sn.areas[0], snap.sn.n[0])
 
     def free_areas(self):
-        """The free blocks as VmapArea, coalesced, in address order."""
+        """The free blocks as VmapArea, coalesced, in address order (one
+        consistent snapshot)."""
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_FREE)
         return _snap_areas(snap.sn.areas[3], snap.sn.n[3])
 
@@ -858,7 +859,9 @@ cdef class VmapSpace:
         mode takes its node's lock, in "rwlock" and "optimistic" mode it does
         not), rwlock_read_waits (per node, "rwlock" readers that had to wait),
         optimistic_retries / optimistic_fallbacks (per node, lock-free reads
-        that saw a change and retried, and that then took the lock).
+        that saw a change and retried, and that then took the lock).  Every
+        count is from one instant, taken under every lock (see the README on
+        concurrent snapshots).
         """
         cdef space_t* s = self._s()
         cdef _Snapshot snap = _take_snapshot(s, SNAP_COUNTS)   # every lock, then none
