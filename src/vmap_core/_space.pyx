@@ -216,28 +216,10 @@ cdef inline VmapArea _area(uint64_t start, uint64_t last):
     return a
 
 
-cdef size_t _copy_chain(va_t* va, block_t* blocks, size_t n, size_t cap) noexcept nogil:
-    """Append the bounds of a chain of records (linked through next) to
-    blocks[n:cap]; returns the new count.  The caller holds the chain's lock."""
-    while va != NULL and n < cap:
-        blocks[n].start = va.start
-        blocks[n].last = va.last
-        n += 1
-        va = va.next
-    return n
-
-
-# The lists below are built with explicit loops, never comprehensions: the
-# code Cython 3.x generates for a list comprehension decrefs the item twice
-# when the list cannot grow (MemoryError), a use-after-free.
-
-cdef list _areas_of(block_t* blocks, size_t n):
-    cdef size_t i
-    cdef list out = []
-    for i in range(n):
-        out.append(_area(blocks[i].start, blocks[i].last))
-    return out
-
+# Lists are built with explicit loops, never comprehensions: Cython 3.3.x
+# compiles a list comprehension of temporaries so that the item is decref'd
+# twice when the list cannot grow (MemoryError), a use-after-free
+# (tests/test_generated_code.py keeps it out).
 
 cdef list _snap_areas(const snap_area_t* areas, size_t n):
     cdef size_t i
