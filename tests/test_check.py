@@ -105,20 +105,27 @@ def ref_space():
     return s
 
 
+def _blocks(s):
+    return list(s._ft)                      # the free tree's nodes, in address order
+
+
 def _overlap(s):
-    s._free[0][1] += P                       # free block runs into a busy area
+    _blocks(s)[0].va_end += P               # free block runs into a busy area
 
 
 def _gap(s):
-    s._free[0][0] += P                       # a page neither free nor busy
+    _blocks(s)[0].va_start += P             # a page neither free nor busy
 
 
 def _touching(s):
-    s._free[0:2] = [[2 * P, 3 * P], [3 * P, 4 * P]] + [s._free[1]]
+    from vmap_core.freetree import Node
+    first = _blocks(s)[0]
+    first.va_end -= P                       # two free blocks where there was one
+    s._ft.insert(Node(first.va_end, first.va_end + P))
 
 
 def _past_end(s):
-    s._free[-1][1] += P
+    _blocks(s)[-1].va_end += P
 
 
 def _busy_order(s):
@@ -126,11 +133,25 @@ def _busy_order(s):
 
 
 def _empty_block(s):
-    s._free.insert(0, [P // 2, P // 2])
+    from vmap_core.freetree import Node
+    s._ft.insert(Node(P // 2, P // 2))
+
+
+def _red_root(s):
+    s._ft.root.rb_node.color = 0
+
+
+def _stale_subtree_max(s):
+    s._ft.root.rb_node.subtree_max_size += P
+
+
+def _list_order(s):
+    b = _blocks(s)
+    b[0].next, b[1].next = b[1].next, b[0].next
 
 
 @pytest.mark.parametrize("corrupt", [_overlap, _gap, _touching, _past_end, _busy_order,
-                                     _empty_block])
+                                     _empty_block, _red_root, _stale_subtree_max, _list_order])
 def test_reference_check_catches_corruption(corrupt):
     s = ref_space()
     corrupt(s)

@@ -2,7 +2,8 @@
 
 Free space in one augmented red-black tree (lowest fit, with alignment;
 coalescing free), busy areas sharded over per-CPU nodes by address, each
-node under its own spinlock, as in Linux mm/vmalloc.c since v6.9.
+node under its own spinlock, as in Linux mm/vmalloc.c since v6.9; the
+``kernel=`` argument picks the behaviour of one version (6.8, 6.9, 6.16).
 
     >>> from vmap_core import VmapSpace
     >>> space = VmapSpace(0x10000, 0x100000, nr_nodes=4)
@@ -13,9 +14,9 @@ node under its own spinlock, as in Linux mm/vmalloc.c since v6.9.
 :mod:`vmap_core.reference` holds the same API in plain Python (the oracle).
 """
 
-from ._errors import VmapExhausted
+from ._errors import OnPurgeError, VmapExhausted
 from ._space import MISS, VmapArea, VmapSpace
 
 __version__ = "1.0.0"
 
-__all__ = ["MISS", "VmapArea", "VmapExhausted", "VmapSpace", "__version__"]
+__all__ = ["MISS", "OnPurgeError", "VmapArea", "VmapExhausted", "VmapSpace", "__version__"]

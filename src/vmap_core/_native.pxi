@@ -139,7 +139,7 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
     """Random alloc / free / lazy free and purge / find on a shared space;
     every area a worker owns must stay findable with its own bounds until the
     worker frees it."""
-    cdef uint64_t k, r, addr, st, la, szm1, align
+    cdef uint64_t k, r, addr, st, la, szm1, align, nr_lazy
     cdef size_t i
     cdef int rc
     cdef bint over = False
@@ -158,7 +158,7 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
         elif r % 8 < 5 and w.nr_owned:
             i = (r >> 8) % w.nr_owned
             if (r >> 4) & 1:
-                rc = space_free_lazy(s, w.owned[i], &st, &la, &over)
+                rc = space_free_lazy(s, w.owned[i], &st, &la, &over, &nr_lazy)
                 if over or (r >> 5) % 64 == 0:
                     space_purge(s, (r >> 11) & 1, &st, &la)
                     la = w.owned_last[i]

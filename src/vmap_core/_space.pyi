@@ -10,7 +10,7 @@ ADDR_LIMIT: int
 MISS: int
 LOCK_MODES: tuple[str, ...]
 
-LockMode = Literal["node", "global", "rwlock", "optimistic"]
+LockMode = Literal["node", "global", "rwlock", "optimistic", "split"]
 
 class VmapArea:
     def __init__(self, start: SupportsIndex, end: SupportsIndex) -> None: ...
@@ -33,6 +33,9 @@ class VmapSpace:
     lock: LockMode
     lazy_max_pages: int
     on_purge: Callable[[int, int], object] | None
+    kernel: str
+    search: Literal["kernel", "lowest"]
+    auto_purge: bool
     load_notes: list[str]
     def __init__(
         self,
@@ -42,9 +45,13 @@ class VmapSpace:
         page_size: SupportsIndex = 4096,
         nr_nodes: SupportsIndex | None = None,
         zone_size: SupportsIndex | None = None,
-        lock: LockMode = "node",
+        lock: LockMode | None = None,
         lazy_max_pages: SupportsIndex | None = None,
         on_purge: Callable[[int, int], object] | None = None,
+        kernel: str | None = None,
+        search: Literal["kernel", "lowest"] | None = None,
+        auto_purge: bool = True,
+        trace: Any = None,
     ) -> None: ...
     @classmethod
     def from_vmallocinfo(cls, text_or_path: str | os.PathLike[str], **space_kwargs: Any) -> VmapSpace: ...
@@ -54,6 +61,23 @@ class VmapSpace:
         align: SupportsIndex | None = None,
         vstart: SupportsIndex | None = None,
         vend: SupportsIndex | None = None,
+        *,
+        cpu: SupportsIndex | None = None,
+        caller: str | None = None,
+    ) -> int: ...
+    def predict(
+        self,
+        size: SupportsIndex,
+        align: SupportsIndex | None = None,
+        vstart: SupportsIndex | None = None,
+        vend: SupportsIndex | None = None,
+        *,
+        cpu: SupportsIndex | None = None,
+    ) -> tuple[int | None, str]: ...
+    def alloc_at(
+        self,
+        addr: SupportsIndex,
+        size: SupportsIndex,
         *,
         cpu: SupportsIndex | None = None,
         caller: str | None = None,
@@ -77,6 +101,7 @@ class VmapSpace:
     def check(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
     def _debug_corrupt(self, kind: str) -> None: ...
+    def _free_tree_shape(self) -> list[tuple[int, int, str, int]]: ...
 
 def default_nr_nodes() -> int: ...
 def usercopy_cell(

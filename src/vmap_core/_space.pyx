@@ -25,8 +25,9 @@ import os
 import threading
 import time
 
-from ._errors import VmapExhausted
+from ._errors import VmapExhausted, on_purge_error
 from . import reference as _reference
+from . import profiles as _profiles
 
 include "_rbtree.pxi"
 include "_slab.pxi"
@@ -50,9 +51,11 @@ MISS = (1 << 64) - 1
 cdef object _ADDR_LIMIT = ADDR_LIMIT
 cdef object _MAX_PAGE_SIZE = _reference.MAX_PAGE_SIZE
 cdef unsigned _MAX_NODES = _reference.MAX_NODES
-LOCK_MODES = ("node", "global", "rwlock", "optimistic")
-cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL,
+LOCK_MODES = _profiles.lock_modes()    # the newest profile's; profiles.LOCK_MODES adds "split"
+# "split" (v6.8's three locks) is the per-node design with its one node.
+cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL, "split": LOCK_NODE,
                          "rwlock": LOCK_RWLOCK, "optimistic": LOCK_OPTIMISTIC}
+cdef object _CallbackFailed = _reference._CallbackFailed
 cdef object _RefArea = _reference.VmapArea
 cdef uint64_t MISS_U64 = 0xFFFFFFFFFFFFFFFFULL
 
@@ -193,18 +196,21 @@ cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
     free(s)
 
 
-def default_nr_nodes():
-    """The kernel's nr_vmap_nodes: the number of CPUs, clamped to 1..128."""
-    return max(1, min(os.cpu_count() or 1, 128))
+default_nr_nodes = _reference.default_nr_nodes
 
 
 cdef class VmapSpace:
-    """The vmalloc address space ``[start, end)`` (mm/vmalloc.c, v6.9+).
+    """The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
-    Free space is one augmented rb-tree; busy areas are sharded over
-    ``nr_nodes`` nodes by ``(start // zone_size) % nr_nodes``, each node with
-    its own tree, list and spinlock.  ``lock="global"`` puts everything under
-    one lock instead (the design before 2024).
+    ``kernel`` picks the version it behaves like (vmap_core.profiles; default
+    the newest, "6.16"): from v6.9 free space is one augmented rb-tree and
+    busy areas are sharded over ``nr_nodes`` nodes by
+    ``(start // zone_size) % nr_nodes``, each node with its own tree, list and
+    spinlock; "6.8" has one busy tree and three locks.  ``lock`` picks the
+    lock design (None: the profile's own), ``search`` the kernel's aligned
+    search ("kernel") or the exact lowest match ("lowest"), ``auto_purge``
+    whether free_lazy() and a failing alloc() purge by themselves, ``trace`` a
+    stream to write the kernel's tracepoints to (vmap_core.trace.Recorder).
 
     Costs, n busy areas, m free blocks: alloc O(log m + log n) for
     align <= page_size; free O(log m + log n) plus the node walk; find
@@ -212,15 +218,18 @@ cdef class VmapSpace:
     """
     cdef space_t* sp
     cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
-    cdef readonly object lazy_max_pages, on_purge
+    cdef readonly object lazy_max_pages, on_purge, kernel, search, auto_purge
     cdef dict _callers          # start -> caller tag, for the areas given one
+    cdef object _rec            # vmap_core.trace.Recorder, or None
+    cdef object _flushing       # the thread running on_purge, or None
     cdef public list load_notes  # from_vmallocinfo(): what was done to build it
 
     def __cinit__(self):
         self.sp = NULL
 
     def __init__(self, start, end, *, page_size=4096, nr_nodes=None, zone_size=None,
-                 lock="node", lazy_max_pages=None, on_purge=None):
+                 lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None,
+                 auto_purge=True, trace=None):
         cdef space_t* s
         cdef va_t* va
         cdef unsigned k
@@ -232,30 +241,13 @@ cdef class VmapSpace:
         nr_nodes = _index_opt(nr_nodes, "nr_nodes")
         zone_size = _index_opt(zone_size, "zone_size")
         lazy_max_pages = _index_opt(lazy_max_pages, "lazy_max_pages")
-        if not isinstance(lock, str):
-            raise TypeError(f"lock must be a str, not {type(lock).__name__}")
         if on_purge is not None and not callable(on_purge):
             raise TypeError("on_purge must be callable or None")
-        if not (0 < page_size <= _MAX_PAGE_SIZE and page_size & (page_size - 1) == 0):
-            raise ValueError("page_size must be a power of two <= 2**40")
-        if not 0 <= start < end <= _ADDR_LIMIT:
-            raise ValueError("need 0 <= start < end <= 2**64")
-        if start % page_size or end % page_size:
-            raise ValueError("start and end must be multiples of page_size")
-        if nr_nodes is None:
-            nr_nodes = default_nr_nodes()
-        elif not 1 <= nr_nodes <= _MAX_NODES:
-            raise ValueError(f"nr_nodes must be in 1..{_MAX_NODES}")
-        if zone_size is None:
-            zone_size = 16 * page_size
-        elif zone_size <= 0 or zone_size % page_size or zone_size >= _ADDR_LIMIT:
-            raise ValueError("zone_size must be a positive multiple of page_size below 2**64")
-        if lock not in _LOCK_MODE_IDS:
-            raise ValueError(f"lock must be one of {LOCK_MODES}, not {lock!r}")
-        if lazy_max_pages is None:
-            lazy_max_pages = _reference.default_lazy_max_pages(page_size)
-        elif not 0 <= lazy_max_pages < _ADDR_LIMIT:
-            raise ValueError("lazy_max_pages must be in [0, 2**64)")
+        if not isinstance(auto_purge, bool):
+            raise TypeError("auto_purge must be a bool")
+        (profile, lock, search, nr_nodes, zone_size,
+         lazy_max_pages) = _reference.check_config(start, end, page_size, nr_nodes, zone_size,
+                                                   lazy_max_pages, lock, kernel, search)
 
         s = <space_t*>calloc(1, sizeof(space_t))
         if s == NULL:
@@ -284,6 +276,10 @@ cdef class VmapSpace:
         vm_lock_init(&s.locks[2])
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
+        s.search_lowest = search == "lowest"
+        s.walk_down = profile.walk_down
+        s.decay_keeps_small = profile.decay_keeps_small
+        s.lazy_merge = profile.lazy_merge
         s.global_lock = &s.locks[1] if s.mode == LOCK_GLOBAL else NULL
         s.free_lock = s.global_lock if s.global_lock != NULL else &s.locks[0]
         for k in range(s.nr_nodes):       # calloc'ed: zero counters, empty trees
@@ -300,8 +296,11 @@ cdef class VmapSpace:
         self.start, self.end, self.page_size = start, end, page_size
         self.nr_nodes, self.zone_size, self.lock = nr_nodes, zone_size, lock
         self.lazy_max_pages, self.on_purge = lazy_max_pages, on_purge
+        self.kernel, self.search, self.auto_purge = profile.name, search, auto_purge
         self._callers = {}
         self.load_notes = []
+        self._flushing = None
+        self._rec = _reference.make_recorder(trace, self)
 
     def __dealloc__(self):
         if self.sp != NULL:
@@ -359,12 +358,27 @@ cdef class VmapSpace:
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
             if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr) == ALLOC_OK:
+                if self._rec is not None:
+                    self._trace_alloc(ALLOC_OK, addr, size, al, vs, vl, cpu)
                 return self._tagged(addr, caller)
             tag += 1
         rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
-        if rc == ALLOC_NOSPACE or rc == ALLOC_RANGE:
-            self.purge(full=True)           # the overflow path: purge, retry once
+        if self._rec is not None:
+            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+        if (rc == ALLOC_NOSPACE or rc == ALLOC_RANGE) and self.auto_purge and not self._in_flush():
+            # The overflow path: purge everything (full decay), retry once.
+            failure = None
+            try:
+                self._purge(True)
+            except _CallbackFailed as exc:  # retry first, then report
+                failure = exc
             rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
+            if self._rec is not None:
+                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+            if failure is not None:
+                result = self._tagged(addr, caller) if rc == ALLOC_OK else None
+                raise failure.report(f"alloc({size:#x}, align={al:#x})", result) \
+                    from failure.__cause__
         if rc == ALLOC_OK:
             return self._tagged(addr, caller)
         if rc == ALLOC_NOMEM:
@@ -372,6 +386,93 @@ cdef class VmapSpace:
         if rc == ALLOC_RANGE:
             raise VmapExhausted(f"the lowest fit for size={size:#x} align={al:#x} ends past vend")
         raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
+
+    cdef void _trace_alloc(self, alloc_status_t rc, uint64_t addr, object size, uint64_t align,
+                           uint64_t vs, uint64_t vl, object cpu):
+        err = None if rc == ALLOC_OK else "ERANGE" if rc == ALLOC_RANGE else "ENOENT"
+        self._rec.alloc(self, addr if rc == ALLOC_OK else None, size, align, vs,
+                        <object>vl + 1, err, cpu)
+
+    cdef bint _in_flush(self):
+        return self._flushing is not None and self._flushing == threading.get_ident()
+
+    def predict(self, size, align=None, vstart=None, vend=None, *, cpu=None):
+        """What alloc() with these arguments would do now, changing nothing:
+        ``(addr, "pool")`` when node_alloc() would hand out the aligned head of
+        the CPU's pool, ``(addr, "free")`` for the free tree's answer, or
+        ``(None, "ENOENT")`` / ``(None, "ERANGE")`` when the first attempt
+        fails (before any purge).  The replay compares this with the kernel."""
+        cdef space_t* s = self._s()
+        cdef uint64_t szm1, al, vs, vl, addr = 0
+        cdef alloc_status_t rc
+        szm1, al, vs, vl = self._request(size, align, vstart, vend)
+        cpu = _index_opt(cpu, "cpu")
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        if vs == s.start and vl == s.last and s.nr_nodes > 1:
+            node = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
+            if space_pool_peek(s, <unsigned>node, szm1, al, &addr):
+                return addr, "pool"
+        rc = space_probe(s, szm1, al, vs, vl, &addr)
+        if rc == ALLOC_OK:
+            return addr, "free"
+        return None, "ERANGE" if rc == ALLOC_RANGE else "ENOENT"
+
+    def alloc_at(self, addr, size, *, cpu=None, caller=None):
+        """Take exactly ``[addr, addr + size)``: cut out of the free block that
+        holds it (the va_clip() of a chosen range, as pcpu_get_vm_areas() does),
+        or an area of exactly that range taken out of a pool.  ``cpu`` tags it
+        with node ``cpu % nr_nodes`` (where there are nodes), as a whole-range
+        alloc() would.  ValueError when the range is not wholly free; returns
+        addr.  The replay uses it to follow the kernel where the model differs."""
+        cdef space_t* s = self._s()
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t szm1, tag = 0
+        cdef alloc_status_t rc
+        size = _index(size, "size")
+        cpu = _index_opt(cpu, "cpu")
+        if caller is not None and not isinstance(caller, str):
+            raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
+        szm1 = _last_of(size, "size")
+        if (szm1 + 1) & (s.page_size - 1):
+            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        if a & (s.page_size - 1) or a < s.start or a > s.last or s.last - a < szm1:
+            raise ValueError("need a page-aligned [addr, addr + size) inside [start, end)")
+        if cpu is not None and s.nr_nodes > 1:
+            tag = cpu % s.nr_nodes + 1
+        rc = space_alloc_at(s, a, szm1, tag)
+        if rc == ALLOC_NOMEM:
+            raise MemoryError("vmap_core: out of memory for area records")
+        if rc != ALLOC_OK:
+            raise ValueError(f"[{a:#x}, {<object>a + size:#x}) is not free")
+        return self._tagged(a, caller)
+
+    cdef tuple _request(self, size, align, vstart, vend):
+        """alloc()'s checks: (size - 1, align, vstart, vend - 1)."""
+        cdef space_t* s = self.sp
+        cdef uint64_t szm1, al, vs, vl
+        size = _index(size, "size")
+        align = _index_opt(align, "align")
+        vstart = _index_opt(vstart, "vstart")
+        vend = _index_opt(vend, "vend")
+        szm1 = _last_of(size, "size")
+        if (szm1 + 1) & (s.page_size - 1):
+            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
+        if align is None:
+            al = s.page_size
+        else:
+            al = _u64(align, "align")
+            if not _is_pow2(al):
+                raise ValueError(f"align must be a power of two, not {align}")
+        vs = s.start if vstart is None else _u64(vstart, "vstart")
+        vl = s.last if vend is None else _last_of(vend, "vend")
+        if vs < s.start or vl > s.last or vs > vl:
+            raise ValueError("need start <= vstart < vend <= end")
+        if (vs | (vl + 1)) & (s.page_size - 1):
+            raise ValueError("vstart and vend must be multiples of page_size")
+        return szm1, al, vs, vl
 
     cdef inline object _tagged(self, uint64_t addr, object caller):
         if caller is not None:
@@ -421,40 +522,75 @@ cdef class VmapSpace:
 
     def free_lazy(self, addr):
         """vfree() / free_vmap_area_noflush(): unlink the busy area that starts
-        at addr and park it, unmerged, in the lazy tree of its tagged node
-        (else the node of its start).  Its range is not reusable until a
-        purge, which runs here when the lazy pages exceed lazy_max_pages.
-        KeyError as for free(); returns the area."""
+        at addr and park it in the lazy tree of its tagged node (else the node
+        of its start), unmerged (v6.8: merged with lazy neighbours).  Its range
+        is not reusable until a purge, which runs here (with auto_purge) when
+        the lazy pages exceed lazy_max_pages.  KeyError as for free(); returns
+        the area."""
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
-        cdef uint64_t start, last
+        cdef uint64_t start, last, nr_lazy = 0
         cdef bint over = False
-        cdef int rc = space_free_lazy(self._s(), a, &start, &last, &over)
+        cdef int rc = space_free_lazy(self._s(), a, &start, &last, &over, &nr_lazy)
         if rc != UNLINK_OK:
             raise KeyError(addr)
         if self._callers:
             self._callers.pop(start, None)
-        if over:
-            self.purge()
-        return _area(start, last)
+        area = _area(start, last)
+        if self._rec is not None:
+            self._rec.free(self, start, nr_lazy)
+        if over and self.auto_purge and not self._in_flush():
+            try:
+                self._purge(False)
+            except _CallbackFailed as exc:
+                raise exc.report(f"free_lazy({a:#x})", area) from exc.__cause__
+        return area
 
     def purge(self, full=False):
         """__purge_vmap_area_lazy(): decay every node's pools (~25% of each
-        class, all with full=True), then send every lazy area to its node's
-        pool (when it carries a node tag, fits one of the 256 size classes and
-        the purge is not full) or back to the free tree, merging.  Calls
-        on_purge(start, end) with the union of the purged ranges (the one TLB
-        flush) and returns the number of lazy areas purged."""
+        class, all with full=True), detach every lazy tree, call
+        on_purge(start, end) with the union of the detached ranges (the one TLB
+        flush) before any of them can be handed out again, then send every
+        lazy area to its node's pool (when it carries a node tag, fits one of
+        the 256 size classes and the purge is not full) or back to the free
+        tree, merging.  Returns the number of lazy areas purged.  If on_purge
+        raises, the purge still completes and OnPurgeError (chained to the
+        callback's exception) reports it."""
+        if not isinstance(full, bool):
+            raise TypeError("full must be a bool")
+        try:
+            return self._purge(full)
+        except _CallbackFailed as exc:
+            raise exc.report("purge()", exc.args[3]) from exc.__cause__
+
+    cdef object _purge(self, bint full):
+        """One purge; raises _CallbackFailed (then finished) if on_purge raised."""
         cdef uint64_t fs, fl
         cdef size_t n
         cdef space_t* s = self._s()
-        cdef bint f
-        if not isinstance(full, bool):
-            raise TypeError("full must be a bool")
-        f = full
+        if self._in_flush():
+            raise RuntimeError("purge called from on_purge: a purge cannot start while one "
+                               "is flushing (the kernel holds vmap_purge_lock)")
         with nogil:
-            n = space_purge(s, f, &fs, &fl)
-        if n and self.on_purge is not None:
-            self.on_purge(fs, <object>fl + 1)
+            lock_acquire(s.purge_lock)
+            n = space_purge_detach(s, full, &fs, &fl)
+        failure = None
+        try:
+            if n and self.on_purge is not None:
+                self._flushing = threading.get_ident()
+                try:
+                    self.on_purge(fs, <object>fl + 1)     # flush_tlb_kernel_range()
+                except Exception as exc:                  # finish the purge, then report
+                    failure = exc
+                finally:
+                    self._flushing = None
+        finally:                                          # even on KeyboardInterrupt
+            with nogil:
+                space_purge_reclaim(s, full)
+                vm_unlock(s.purge_lock)
+            if self._rec is not None:
+                self._rec.purge(self, fs, <object>fl + 1, n)
+        if failure is not None:
+            raise _CallbackFailed(failure, fs, <object>fl + 1, n) from failure
         return n
 
     def drain_pools(self):
@@ -462,6 +598,9 @@ cdef class VmapSpace:
         free tree; returns the number of areas given back."""
         cdef space_t* s = self._s()
         cdef size_t n
+        if self._in_flush():
+            raise RuntimeError("drain_pools() called from on_purge: the shrinker takes the "
+                               "purge lock that the flush holds")
         with nogil:
             n = space_drain_pools(s)
         return n
@@ -532,10 +671,11 @@ cdef class VmapSpace:
         return out
 
     def vmallocinfo(self):
-        """/proc/vmallocinfo (s_show(), show_purge_info()): busy areas node by
-        node, sorted within a node, as ``0x<start>-0x<end> <size> <caller>
-        pages=<n> vmalloc`` (``vm_map_ram`` for an area without a caller),
-        then the lazily freed ones as ``unpurged vm_area``."""
+        """/proc/vmallocinfo (vmalloc_info_show(), show_purge_info()): busy
+        areas node by node, sorted within a node, as ``0x<start>-0x<end>
+        <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
+        pages= without it, no caller where none was given), then the lazily
+        freed ones as ``unpurged vm_area``."""
         cdef list lines = []
         cdef dict callers = self._callers
         by_node = [[] for _ in range(self.nr_nodes)]
@@ -543,8 +683,8 @@ cdef class VmapSpace:
             by_node[self.node_of(a.start)].append(a)
         for areas in by_node:
             for a in areas:
-                lines.append(_reference._info_line(a.start, a.end, callers.get(a.start),
-                                                   self.page_size))
+                lines.append(_reference.info_line(a.start, a.end, callers.get(a.start),
+                                                  self.page_size))
         lazy_by_node = [[] for _ in range(self.nr_nodes)]
         for a in self.lazy_areas():
             lazy_by_node[self._lazy_node(a.start)].append(a)
@@ -575,6 +715,29 @@ cdef class VmapSpace:
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
         return space
+
+    def _free_tree_shape(self):
+        """Test-only: the free tree in preorder, (start, end, 'r'|'b', depth)
+        per node, to compare with the reference's transcription of the kernel."""
+        cdef space_t* s = self._s()
+        cdef list out = []
+        cdef list stack = []
+        cdef va_t* n
+        cdef int depth
+        lock_acquire(s.free_lock)
+        try:
+            stack.append((<uintptr_t>s.free_root.node, 0))
+            while stack:
+                ptr, depth = stack.pop()
+                n = <va_t*><uintptr_t>ptr
+                if n == NULL:
+                    continue
+                out.append((n.start, <object>n.last + 1, "b" if rb_is_black(n) else "r", depth))
+                stack.append((<uintptr_t>n.right, depth + 1))
+                stack.append((<uintptr_t>n.left, depth + 1))
+        finally:
+            vm_unlock(s.free_lock)
+        return out
 
     def node_of(self, addr):
         """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
@@ -700,10 +863,13 @@ cdef class VmapSpace:
     # -- introspection ------------------------------------------------------
 
     cdef void _lock_all(self) noexcept:
-        """Every lock, in one fixed order (purge lock first, as a purge would)."""
+        """Every lock, in one fixed order (purge lock first, as a purge would).
+        From inside on_purge the purge lock is the flushing purge's, held by
+        this very thread: it is neither taken again nor released."""
         cdef space_t* s = self.sp
         cdef unsigned k
-        lock_acquire(s.purge_lock)
+        if not self._in_flush():
+            lock_acquire(s.purge_lock)
         if s.global_lock != NULL:
             lock_acquire(s.global_lock)
             return
@@ -724,7 +890,8 @@ cdef class VmapSpace:
                 vm_unlock(&s.nodes[k].lock)
         else:
             vm_unlock(s.global_lock)
-        vm_unlock(s.purge_lock)
+        if not self._in_flush():
+            vm_unlock(s.purge_lock)
 
     def check(self):
         """Verify every invariant; AssertionError names the first broken one.
@@ -745,7 +912,8 @@ cdef class VmapSpace:
         self._lock_all()
         cap = s.nr_free
         for k in range(s.nr_nodes):
-            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+            cap += (s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+                    + s.nodes[k].nr_purge)
         blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
             self._unlock_all()
