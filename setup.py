@@ -25,7 +25,13 @@ extensions = [
         include_dirs=["src/vmap_core"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
-    )
+    ),
+    Extension(
+        "vmap_core._traceparse",
+        ["src/vmap_core/_traceparse.pyx"],
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    ),
 ]
 
 setup(
