@@ -739,6 +739,60 @@ cdef class VmapSpace:
             vm_unlock(s.free_lock)
         return out
 
+    def locate(self, addr):
+        """What holds addr: ``("busy", area, node)``, ``("free", block,
+        None)``, ``("lazy", area, node)`` or ``("pooled", area, node)``; or
+        ``(None, None, None)`` outside the space (or, from inside on_purge, in
+        an area the purge is flushing).  A pooled area costs a scan of the pools."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef space_t* s = self._s()
+        cdef uint64_t st, la
+        cdef va_t* n
+        cdef unsigned k
+        cdef size_t cls
+        cdef vnode_t* vn
+        cdef vm_lock_t* l
+        cdef bint found = False
+        if space_find(s, a, &st, &la):
+            return "busy", _area(st, la), addr_to_node_id(s, st)
+        lock_acquire(s.free_lock)
+        n = ft_enclosing(s, a)
+        if n != NULL:
+            st, la = n.start, n.last
+            found = True
+        vm_unlock(s.free_lock)
+        if found:
+            return "free", _area(st, la), None
+        for k in range(s.nr_nodes):
+            vn = &s.nodes[k]
+            l = lazy_lock(s, vn)
+            lock_acquire(l)
+            n = bt_lookup_root(&vn.lazy_root, a)
+            if n != NULL:
+                st, la = n.start, n.last
+                found = True
+            vm_unlock(l)
+            if found:
+                return "lazy", _area(st, la), k
+        for k in range(s.nr_nodes):
+            vn = &s.nodes[k]
+            if cnt_peek(&vn.nr_pooled) == 0:
+                continue
+            l = pool_lock(s, vn)
+            lock_acquire(l)
+            for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                n = vn.pools[cls].head
+                while n != NULL and not (n.start <= a <= n.last):
+                    n = n.next
+                if n != NULL:
+                    st, la = n.start, n.last
+                    found = True
+                    break
+            vm_unlock(l)
+            if found:
+                return "pooled", _area(st, la), k
+        return None, None, None
+
     def node_of(self, addr):
         """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
         return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))

@@ -214,11 +214,12 @@ def _cmd_usercopy(args) -> int:
 
 # -- entry point --------------------------------------------------------------
 
-from .cli_info import _add_info  # noqa: E402  (info, map: their own modules)
+from .cli_info import _add_info  # noqa: E402  (info, map, replay: their own modules)
 from .cli_map import _add_map  # noqa: E402
+from .cli_replay import _add_replay  # noqa: E402
 from .cli_test_vmalloc import add_test_vmalloc as _add_test_vmalloc  # noqa: E402
 
-COMMANDS = [_add_usercopy, _add_info, _add_map, _add_test_vmalloc]
+COMMANDS = [_add_usercopy, _add_info, _add_map, _add_test_vmalloc, _add_replay]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

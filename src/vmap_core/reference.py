@@ -590,6 +590,32 @@ class ReferenceSpace:
                 return
             addr = end
 
+    def locate(self, addr):
+        """What holds addr: ("busy", area, node), ("free", block, None),
+        ("lazy", area, node), ("pooled", area, node), or (None, None, None)."""
+        addr = self._addr(addr, "addr")
+        area = self.find(addr)
+        if area is not None:
+            return "busy", area, self.node_of(area.start)
+        va = self._ft.enclosing(addr)
+        if va is not None:
+            return "free", VmapArea(va.va_start, va.va_end), None
+        if self._profile.lazy_merge:
+            for va in self._lazy[0]:
+                if va.va_start <= addr < va.va_end:
+                    return "lazy", VmapArea(va.va_start, va.va_end), 0
+        else:
+            for node, per_node in enumerate(self._lazy):
+                for s, e, _ in per_node:
+                    if s <= addr < e:
+                        return "lazy", VmapArea(s, e), node
+        for node, pools in enumerate(self._pools):
+            for pool in pools:
+                for s, e in pool:
+                    if s <= addr < e:
+                        return "pooled", VmapArea(s, e), node
+        return None, None, None
+
     def caller_of(self, addr):
         """The caller tag of the busy area that starts at addr (None if untagged)."""
         addr = self._addr(addr, "addr")

@@ -228,16 +228,18 @@ def plan(dump: Dump, *, page_size: int = PAGE_SIZE, gap: int | None = None):
     return rng, placed, notes
 
 
-def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None = None,
+def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None = None,
          source: str | None = None, **space_kwargs):
-    """Build a space holding exactly the busy areas of a /proc/vmallocinfo dump.
+    """Build a space holding exactly the areas of a /proc/vmallocinfo dump:
+    busy + lazy areas account for every line.
 
     ``text_or_path``: the dump's text, or a path to it.  ``cls``: the space class
     (default :class:`vmap_core.VmapSpace`); ``space_kwargs`` go to it (page size
-    4096 unless given).  Each busy area is placed with ``alloc(size, vstart=addr,
-    vend=addr + size, caller=...)``; ``unpurged vm_area`` lines are left free, or,
-    with ``keep_unpurged`` and a space that has ``free_lazy``, placed and freed
-    lazily.  ``gap``: bytes between relaid areas whose neighbours are unknown
+    4096 unless given; ``auto_purge=False`` unless given, so that the lazy areas
+    stay lazy as in the dump).  Each busy area is placed with ``alloc(size,
+    vstart=addr, vend=addr + size, caller=...)``; ``unpurged vm_area`` lines
+    (lazily freed, not yet purged) are placed and freed lazily, or, with
+    ``keep_unpurged=False`` or a space without ``free_lazy``, left free.  ``gap``: bytes between relaid areas whose neighbours are unknown
     (default one page); ``source``: the dump's name in the notes.  Returns
     ``(space, notes)``; raises ``ValueError`` when the dump holds no area
     (OSError when the path cannot be read).
@@ -254,7 +256,7 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None
     page_size = space_kwargs["page_size"]
     lazy = keep_unpurged and hasattr(cls, "free_lazy")
     if lazy:
-        space_kwargs.setdefault("lazy_max_pages", 1 << 62)   # no automatic purge
+        space_kwargs.setdefault("auto_purge", False)          # the dump's lazy areas stay
     rng, placed, notes = plan(dump, page_size=page_size, gap=gap)
     space = cls(rng[0], rng[1], **space_kwargs)
     with_caller = hasattr(space, "caller_of")
