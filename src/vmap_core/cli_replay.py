@@ -5,7 +5,7 @@ trace's events into a space over its vmalloc range, with its CPUs as nodes
 and the chosen kernel profile; prints the agreement, the mismatches by class
 and cause, the inferences by rule, purges, failed allocations, nr_lazy and
 the first divergences; ``--json PATH`` writes the report, ``--plot PATH``
-draws agreement and fragmentation over the trace (needs vmap_core[plot]).
+draws agreement and the free tree's blocks over the trace (needs vmap_core[plot]).
 """
 
 from __future__ import annotations
@@ -172,22 +172,25 @@ def print_report(report) -> None:
 
 
 def plot(report, path) -> None:
-    """Agreement (cumulative) and fragmentation against the allocation index."""
+    """Agreement (per window and cumulative) and the free tree's blocks
+    against the allocations replayed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     t = report.timeline
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot(t["alloc_index"], [100 * a for a in t["agreement"]], color="tab:blue",
-            label="allocations at the kernel's address, cumulative (%)")
+    x = t["alloc_index"]
+    ax.plot(x, [100 * a for a in t["window_agreement"]], color="tab:blue", alpha=0.45,
+            label="at the kernel's address, per window (%)")
+    ax.plot(x, [100 * a for a in t["agreement"]], color="tab:blue",
+            label="at the kernel's address, cumulative (%)")
     ax.set_xlabel("allocations replayed")
     ax.set_ylabel("agreement (%)", color="tab:blue")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax2 = ax.twinx()
-    ax2.plot(t["alloc_index"], t["fragmentation"], color="tab:red",
-             label="fragmentation: 1 - largest free / free bytes")
-    ax2.set_ylabel("fragmentation", color="tab:red")
-    ax2.set_ylim(0, 1)
+    ax2.plot(x, t["free_blocks"], color="tab:red", label="free blocks in the model's tree")
+    ax2.set_ylabel("free blocks (fragmentation)", color="tab:red")
+    ax2.set_ylim(0, max(t["free_blocks"] or [1]) * 1.1)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [x.get_label() for x in lines], loc="lower right", fontsize=8)
     ax.set_title(f"replay of {os.path.basename(str(report.trace.get('name')))}: kernel "

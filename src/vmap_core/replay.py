@@ -442,6 +442,7 @@ class Report:
                                                    "max_abs_diff": 0})
     divergences: list = field(default_factory=list)
     timeline: dict = field(default_factory=lambda: {"alloc_index": [], "agreement": [],
+                                                    "window_agreement": [], "free_blocks": [],
                                                     "fragmentation": [], "event": []})
     split: dict | None = None
 
@@ -506,6 +507,7 @@ class Replayer:
         self.kernel_only = set()       # kernel areas the model could not place
         self.lazy_offset = 0
         self.last_pretrace = {}        # (node, size) -> last pre-trace area handed out
+        self.window_agree = 0
         self.first_purge_done = False
         self.failed_pids = set()       # tasks whose allocation failed, before its purge
         self.retrying = set()          # tasks retrying after the overflow purge
@@ -823,6 +825,8 @@ class Replayer:
         for p in sorted({x for x in ((None if ev.failed else ev.va_start), addr)
                          if x is not None}):
             st, area, node = self.space.locate(p)
+            if st == "busy" and area.start in self.fillers:
+                st = "a filler (unknown before the trace)"
             near.append({"addr": p, "state": st, "area": [area.start, area.end] if area else None,
                          "node": node})
         return near
@@ -842,14 +846,19 @@ class Replayer:
             self.report.allocations += 1
             self.report.at_kernel_address += agreed
         n = self.report.allocations
+        self.window_agree += agreed
         if n % self.sample_every == 0 or n == 1:
             st = self.space.stats()
             frag = 1 - st["largest_free"] / st["free_bytes"] if st["free_bytes"] else 0.0
             t = self.report.timeline
+            last = t["alloc_index"][-1] if t["alloc_index"] else 0
             t["alloc_index"].append(n)
             t["agreement"].append(self.report.at_kernel_address / n)
+            t["window_agreement"].append(self.window_agree / (n - last))
+            t["free_blocks"].append(st["free_areas"])
             t["fragmentation"].append(frag)
             t["event"].append(self.index)
+            self.window_agree = 0
 
     def _finish(self):
         if self._second is not None:
