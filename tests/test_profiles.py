@@ -133,3 +133,17 @@ def test_locate(impl):
     state, area, node = s.locate(c + P)
     assert (area.start, area.end, node) == (c, c + 2 * P, 0)
     assert s.locate(B - P) == (None, None, None)
+
+
+def test_auto_purge_off_leaves_purging_to_the_caller(impl):
+    s = impl(B, B + 8 * P, nr_nodes=2, zone_size=P, lazy_max_pages=1, auto_purge=False)
+    a = s.alloc(4 * P, cpu=0)
+    b = s.alloc(4 * P, cpu=0)
+    s.free_lazy(a)
+    s.free_lazy(b)                                  # past lazy_max_pages: no purge
+    assert s.stats()["purges"] == 0 and len(s.lazy_areas()) == 2
+    with pytest.raises(MemoryError):                # nor on the overflow path
+        s.alloc(8 * P, cpu=0)
+    assert s.stats()["purges"] == 0
+    assert s.purge(full=True) == 2 and s.alloc(8 * P, cpu=1) == B
+    s.check()

@@ -210,3 +210,19 @@ def test_cli_replay_errors(tmp_path, capsys):
     assert main(["replay", str(REAL), "--kernel", "5.4"]) == 1
     assert main(["replay", "-"]) != 0               # stdin cannot be read twice
     assert main(["replay", str(REAL), "--split", "2"]) != 0
+
+
+def test_allocations_traced_out_of_lock_order_are_replayed_in_lock_order():
+    """Two allocations of the same request printed in the opposite order to
+    the one in which they took the free lock: both count, once reordered."""
+    core = _util.require_core()
+    out = io.StringIO()
+    s = core(0x100000, 0x100000 + 64 * 4096, nr_nodes=1, trace=out)
+    for _ in range(4):
+        s.alloc(2 * 4096, 2 * 4096)
+    lines = out.getvalue().splitlines()
+    first = next(i for i, line in enumerate(lines) if "alloc_vmap_area" in line)
+    lines[first + 1], lines[first + 2] = lines[first + 2], lines[first + 1]
+    j = replay(io.StringIO("\n".join(lines) + "\n"), start="empty").to_json()
+    assert (j["at_kernel_address"], j["allocations"]) == (4, 4)
+    assert j["inferences"]["lock_order"] == 1

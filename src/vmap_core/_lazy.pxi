@@ -193,18 +193,19 @@ cdef int lazy_merge_or_add(vnode_t* vn, va_t* va, va_t** spent) noexcept nogil:
         next = parent.next
     join_next = next != NULL and va.last != UINT64_MAX and next.start == va.last + 1
     join_prev = prev != NULL and va.start != 0 and prev.last == va.start - 1
+    # (Stores through vm_store_u64: a lock-free reader may still hold these records.)
     if join_next and join_prev:
         tree_unlink(&vn.lazy_root, &vn.nr_lazy, next)
-        prev.last = next.last
+        vm_store_u64(&prev.last, next.last)
         spent[0] = next
         spent[1] = va
         return 2
     if join_next:
-        next.start = va.start
+        vm_store_u64(&next.start, va.start)
         spent[0] = va
         return 1
     if join_prev:
-        prev.last = va.last
+        vm_store_u64(&prev.last, va.last)
         spent[0] = va
         return 1
     lazy_link(vn, va, parent, left)
@@ -327,7 +328,7 @@ cdef size_t decay_va_pool_node(space_t* s, vnode_t* vn, bint full) noexcept nogi
     while va != NULL:                       # merge_or_add_vmap_area() into decay_root
         nxt = va.next
         while nxt != NULL and va.last != UINT64_MAX and nxt.start == va.last + 1:
-            va.last = nxt.last
+            vm_store_u64(&va.last, nxt.last)   # records are type-stable: racy readers load it
             va.next = nxt.next
             slab_free(&s.slab, nxt)
             nxt = va.next

@@ -40,13 +40,24 @@ pass over the trace infers it by these rules, each counted in the report
     less the size it most likely freed (the commonest size the trace frees).
     Only the comparison of ``nr_lazy`` uses it.
 ``handed_out_free``
-    Address ranges the trace hands out were free at the start when they form
-    a run carved from one block: consecutive in address order, each handed
-    out *after* the one below it and starting exactly where alignment puts it
-    after the one below (``ALIGN(prev.end, align) == start``), as a lowest-fit
-    allocator carves a block from its low end.  The run's alignment gaps are
-    free too.  This rule uses the whole trace: the model is told which ranges
-    the kernel ever carves, not when, nor for whom, nor in which order.
+    Before the first purge nothing goes back to the free tree, so the
+    free-tree allocations of one request go up in address over time: of each
+    request's allocations, the longest sequence whose addresses increase (of
+    equal ones, the one that keeps closest below the next) are the free tree's,
+    the others came from pools filled before the trace.  Address ranges of
+    free-tree allocations were free at the start when they form a run carved
+    from one block: consecutive in address order, each handed out *after* the
+    one below it, starting exactly where alignment puts it after the one below
+    (``ALIGN(prev.end, align) == start``), as a lowest-fit allocator carves a
+    block from its low end; and no earlier allocation that the run's block
+    could have held went above it (else the block was not free then).  This
+    rule uses the whole trace: the model is told which ranges the kernel
+    carves, not when, nor for whom, nor in which order.
+``alignment_gaps_free``
+    A gap between two areas the trace knows (handed out, or freed from
+    before it) that the upper one's alignment explains (``ALIGN(lower.end,
+    align) == upper.start``, the alignment of an area from before the trace
+    being the one the trace asks most for its size) is carving waste: free.
 ``unseen_busy``
     Everything else below the highest such evidence is busy at the start
     (filler areas): ranges the trace never hands out, and ranges handed out
