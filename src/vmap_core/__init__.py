@@ -9,13 +9,17 @@ node under its own spinlock, as in Linux mm/vmalloc.c since v6.9.
     >>> a = space.alloc(0x3000)
     >>> space.find(a + 0x1000)
     VmapArea(start=0x10000, end=0x13000)
+    >>> a + 0x1000 in space
+    True
 
-:mod:`vmap_core.reference` holds the same API in plain Python (the oracle).
+:mod:`vmap_core.reference` holds the same API in plain Python (the oracle);
+:mod:`vmap_core.types` the types for annotations.
 """
 
 from ._errors import VmapExhausted
 from ._space import MISS, VmapArea, VmapSpace
+from ._version import __version__
+from .types import CoreStats, LockMode, SpaceState, SpaceStats, UsercopyMode
 
-__version__ = "1.0.0"
-
-__all__ = ["MISS", "VmapArea", "VmapExhausted", "VmapSpace", "__version__"]
+__all__ = ["MISS", "CoreStats", "LockMode", "SpaceState", "SpaceStats", "UsercopyMode",
+           "VmapArea", "VmapExhausted", "VmapSpace", "__version__"]

@@ -14,57 +14,117 @@ import bisect
 import operator
 import os
 import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar, overload
 
 from ._errors import VmapExhausted
+from .types import LockMode, SpaceState, SpaceStats, UsercopyMode
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
 
 ADDR_LIMIT = 1 << 64          # addresses are unsigned 64-bit: [0, 2**64)
 MISS = ADDR_LIMIT - 1         # find_many()'s answer for an address no area holds
 MAX_PAGE_SIZE = 1 << 40
 MAX_NODES = 1024
-LOCK_MODES = ("node", "global", "rwlock", "optimistic")
+LOCK_MODES: tuple[LockMode, ...] = ("node", "global", "rwlock", "optimistic")
+#: The constructor's keyword arguments, as attributes of a space: what pickle
+#: and copy pass to the new space (a new argument is one more name here).
+SPACE_INIT_ARGS = ("page_size", "nr_nodes", "zone_size", "lock", "lazy_max_pages", "on_purge")
+STATE_VERSION = 1
+
+OnPurge = Callable[[int, int], object]
+_B = TypeVar("_B", bound="Buffer")
+_W = TypeVar("_W", bound="Buffer")
 
 
 class VmapArea:
-    """An immutable ``[start, end)`` range; equal by ``(start, end)``."""
+    """An immutable ``[start, end)`` range: equal, hashed and ordered by
+    ``(start, end)``; ``addr in area`` means ``start <= addr < end``; unpacks
+    as ``start, end = area`` (so no len(): see the core's VmapArea)."""
 
     __slots__ = ("_start", "_end")
+    _start: int
+    _end: int
 
-    def __init__(self, start: int, end: int) -> None:
-        start = operator.index(start)
-        end = operator.index(end)
-        if not 0 <= start < end <= ADDR_LIMIT:
+    def __init__(self, start: SupportsIndex, end: SupportsIndex) -> None:
+        s = operator.index(start)
+        e = operator.index(end)
+        if not 0 <= s < e <= ADDR_LIMIT:
             raise ValueError("VmapArea needs 0 <= start < end <= 2**64")
-        object.__setattr__(self, "_start", start)
-        object.__setattr__(self, "_end", end)
+        object.__setattr__(self, "_start", s)
+        object.__setattr__(self, "_end", e)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("VmapArea is immutable")
 
-    start = property(lambda self: self._start, doc="first address")
-    end = property(lambda self: self._end, doc="one past the last address")
-    size = property(lambda self: self._end - self._start, doc="end - start")
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("VmapArea is immutable")
 
-    def __iter__(self):
+    @property
+    def start(self) -> int:
+        """First address."""
+        return self._start
+
+    @property
+    def end(self) -> int:
+        """One past the last address."""
+        return self._end
+
+    @property
+    def size(self) -> int:
+        """end - start."""
+        return self._end - self._start
+
+    def __iter__(self) -> Iterator[int]:
         return iter((self._start, self._end))
 
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return (self._start, self._end) == (other._start, other._end)
+    def __contains__(self, addr: object) -> bool:
+        a = _index(addr, "addr")
+        return self._start <= a < self._end
 
-    def __hash__(self):
+    def _key(self) -> tuple[int, int]:
+        return (self._start, self._end)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented       # the core's VmapArea compares with this one
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __lt__(self, other: object) -> bool:
+        return self._key() < other._key() if isinstance(other, VmapArea) else NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        return self._key() <= other._key() if isinstance(other, VmapArea) else NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        return self._key() > other._key() if isinstance(other, VmapArea) else NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        return self._key() >= other._key() if isinstance(other, VmapArea) else NotImplemented
+
+    def __hash__(self) -> int:
         return hash((self._start, self._end))
 
-    def __repr__(self):
+    def __reduce__(self) -> tuple[type[VmapArea], tuple[int, int]]:
+        return (VmapArea, (self._start, self._end))
+
+    def __repr__(self) -> str:
         return f"VmapArea(start={self._start:#x}, end={self._end:#x})"
 
 
-def _index(value, name):
+def _index(value: object, name: str) -> int:
     """Integers only (anything with __index__), else TypeError."""
     try:
-        return operator.index(value)
+        return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+
+
+def _fail(what: str) -> NoReturn:
+    """check()'s failure: AssertionError naming the broken invariant (a raise,
+    not an assert statement, so that it holds under python -O)."""
+    raise AssertionError(what)
 
 
 def _is_pow2(x: int) -> bool:
@@ -75,7 +135,7 @@ def _align_up(x: int, align: int) -> int:
     return (x + align - 1) & -align
 
 
-def _u64_view(buf, name, writable):
+def _u64_view(buf: Any, name: str, writable: bool) -> memoryview:
     """A flat memoryview of uint64 items, else TypeError."""
     try:
         view = memoryview(buf)
@@ -110,17 +170,20 @@ def current_cpu() -> int:
 class ReferenceSpace:
     """Pure-Python twin of :class:`vmap_core.VmapSpace` (see its docs)."""
 
-    def __init__(self, start, end, *, page_size=4096, nr_nodes=None,
-                 zone_size=None, lock="node", lazy_max_pages=None, on_purge=None):
-        start = _index(start, "start")
-        end = _index(end, "end")
-        page_size = _index(page_size, "page_size")
-        if nr_nodes is not None:
-            nr_nodes = _index(nr_nodes, "nr_nodes")
-        if zone_size is not None:
-            zone_size = _index(zone_size, "zone_size")
-        if lazy_max_pages is not None:
-            lazy_max_pages = _index(lazy_max_pages, "lazy_max_pages")
+    def __init__(self, start: SupportsIndex, end: SupportsIndex, *,
+                 page_size: SupportsIndex = 4096, nr_nodes: SupportsIndex | None = None,
+                 zone_size: SupportsIndex | None = None, lock: LockMode = "node",
+                 lazy_max_pages: SupportsIndex | None = None,
+                 on_purge: OnPurge | None = None) -> None:
+        self._init(_index(start, "start"), _index(end, "end"), _index(page_size, "page_size"),
+                   None if nr_nodes is None else _index(nr_nodes, "nr_nodes"),
+                   None if zone_size is None else _index(zone_size, "zone_size"), lock,
+                   None if lazy_max_pages is None else _index(lazy_max_pages, "lazy_max_pages"),
+                   on_purge)
+
+    def _init(self, start: int, end: int, page_size: int, nr_nodes: int | None,
+              zone_size: int | None, lock: object, lazy_max_pages: int | None,
+              on_purge: object) -> None:
         if not isinstance(lock, str):
             raise TypeError(f"lock must be a str, not {type(lock).__name__}")
         if on_purge is not None and not callable(on_purge):
@@ -147,57 +210,68 @@ class ReferenceSpace:
         elif not 0 <= lazy_max_pages < ADDR_LIMIT:
             raise ValueError("lazy_max_pages must be in [0, 2**64)")
 
-        self.start, self.end = start, end
-        self.page_size, self.nr_nodes = page_size, nr_nodes
-        self.zone_size, self.lock = zone_size, lock
-        self.lazy_max_pages, self.on_purge = lazy_max_pages, on_purge
+        self.start: int = start
+        self.end: int = end
+        self.page_size: int = page_size
+        self.nr_nodes: int = nr_nodes
+        self.zone_size: int = zone_size
+        self.lock: LockMode = lock  # type: ignore[assignment]   # checked above
+        self.lazy_max_pages: int = lazy_max_pages
+        self.on_purge: OnPurge | None = on_purge  # type: ignore[assignment]
         self._busy: dict[int, int] = {}        # start -> end
         self._busy_starts: list[int] = []      # sorted
         self._tag: dict[int, int | None] = {}  # start -> node id the area was tagged with
         self._caller: dict[int, str] = {}      # start -> caller, where given
         self._free: list[list[int]] = [[start, end]]   # sorted, coalesced [start, end)
-        # Per node: lazily freed areas [start, end, tag], sorted; pools of
+        # Per node: lazily freed areas (start, end, tag), sorted; pools of
         # free areas by size class, each a list whose index 0 is the head.
-        self._lazy: list[list[list]] = [[] for _ in range(nr_nodes)]
+        self._lazy: list[list[tuple[int, int, int | None]]] = [[] for _ in range(nr_nodes)]
         self._lazy_pages = 0
-        self._pools = [[[] for _ in range(MAX_VA_SIZE_PAGES)] for _ in range(nr_nodes)]
+        self._pools: list[list[list[tuple[int, int]]]] = [
+            [[] for _ in range(MAX_VA_SIZE_PAGES)] for _ in range(nr_nodes)]
         self._purges = self._tlb_flushes = self._purged_areas = 0
         self.load_notes: list[str] = []     # from_vmallocinfo(): what was done
 
     @classmethod
-    def from_vmallocinfo(cls, text_or_path, **space_kwargs):
+    def from_vmallocinfo(cls, text_or_path: str | bytes | os.PathLike[str],
+                         **space_kwargs: Any) -> Self:
         """A space holding exactly the busy areas of a /proc/vmallocinfo dump;
         what was done to build it is in ``load_notes``."""
-        from . import vmallocinfo
+        from .kernel import vmallocinfo
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
-        return space
+        return space  # type: ignore[no-any-return]
 
     # -- helpers -------------------------------------------------------------
-    def node_of(self, addr: int) -> int:
+    def node_of(self, addr: SupportsIndex) -> int:
         """addr_to_node_id(): the node that holds an area starting at addr."""
-        addr = self._addr(addr, "addr")
-        return (addr // self.zone_size) % self.nr_nodes
+        a = self._addr(addr, "addr")
+        return (a // self.zone_size) % self.nr_nodes
 
-    def _addr(self, value, name):
-        value = _index(value, name)
-        if not 0 <= value < ADDR_LIMIT:
+    def _addr(self, value: object, name: str) -> int:
+        v = _index(value, name)
+        if not 0 <= v < ADDR_LIMIT:
             raise ValueError(f"{name} must be in [0, 2**64)")
-        return value
+        return v
 
-    def _size_class(self, size: int):
+    def _size_class(self, size: int) -> int | None:
         """size_to_va_pool(): the pool class of an area of size bytes, or None."""
         pages = size // self.page_size
         return pages - 1 if pages <= MAX_VA_SIZE_PAGES else None
 
     # -- allocation ----------------------------------------------------------
-    def alloc(self, size, align=None, vstart=None, vend=None, *, cpu=None, caller=None):
-        size = _index(size, "size")
-        align = self.page_size if align is None else _index(align, "align")
-        vstart = self.start if vstart is None else _index(vstart, "vstart")
-        vend = self.end if vend is None else _index(vend, "vend")
-        if cpu is not None:
-            cpu = _index(cpu, "cpu")
+    def alloc(self, size: SupportsIndex, align: SupportsIndex | None = None,
+              vstart: SupportsIndex | None = None, vend: SupportsIndex | None = None, *,
+              cpu: SupportsIndex | None = None, caller: str | None = None) -> int:
+        """alloc_vmap_area(): the lowest fit (see VmapSpace.alloc)."""
+        return self._alloc(_index(size, "size"),
+                           self.page_size if align is None else _index(align, "align"),
+                           self.start if vstart is None else _index(vstart, "vstart"),
+                           self.end if vend is None else _index(vend, "vend"),
+                           None if cpu is None else _index(cpu, "cpu"), caller)
+
+    def _alloc(self, size: int, align: int, vstart: int, vend: int, cpu: int | None,
+               caller: object) -> int:
         if caller is not None and not isinstance(caller, str):
             raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
 
@@ -218,17 +292,17 @@ class ReferenceSpace:
             tag = (current_cpu() if cpu is None else cpu) % self.nr_nodes
             nva = self._pool_take(tag, size, align)
             if nva is not None:
-                self._add_busy(nva, nva + size, tag, caller)
+                self._add_busy(nva, nva + size, tag, caller)  # type: ignore[arg-type]
                 return nva
         try:
             nva = self._carve(size, align, vstart, vend)
         except VmapExhausted:
             self.purge(full=True)       # the overflow path: purge everything, retry once
             nva = self._carve(size, align, vstart, vend)
-        self._add_busy(nva, nva + size, tag, caller)
+        self._add_busy(nva, nva + size, tag, caller)  # type: ignore[arg-type]
         return nva
 
-    def _pool_take(self, node, size, align):
+    def _pool_take(self, node: int, size: int, align: int) -> int | None:
         """node_pool_del_va(): the head of the class's pool if aligned; else it
         moves to the tail and the pool misses."""
         cls = self._size_class(size)
@@ -242,7 +316,7 @@ class ReferenceSpace:
         pool.pop(0)
         return start
 
-    def _carve(self, size, align, vstart, vend):
+    def _carve(self, size: int, align: int, vstart: int, vend: int) -> int:
         # The kernel's find_vmap_lowest_linear_match(), for every alignment.
         for block in self._free:
             bstart, bend = block
@@ -262,24 +336,24 @@ class ReferenceSpace:
         self._free[i:i + 1] = pieces
         return nva
 
-    def _add_busy(self, start, end, tag, caller):
+    def _add_busy(self, start: int, end: int, tag: int | None, caller: str | None) -> None:
         self._busy[start] = end
         bisect.insort(self._busy_starts, start)
         self._tag[start] = tag
         if caller is not None:
             self._caller[start] = caller
 
-    def _unlink_busy(self, addr):
-        addr = self._addr(addr, "addr")
-        end = self._busy.get(addr)
+    def _unlink_busy(self, addr: SupportsIndex) -> tuple[int, int, int | None]:
+        a = self._addr(addr, "addr")
+        end = self._busy.get(a)
         if end is None:
             raise KeyError(addr)
-        del self._busy[addr]
-        self._busy_starts.pop(bisect.bisect_left(self._busy_starts, addr))
-        self._caller.pop(addr, None)
-        return addr, end, self._tag.pop(addr)
+        del self._busy[a]
+        self._busy_starts.pop(bisect.bisect_left(self._busy_starts, a))
+        self._caller.pop(a, None)
+        return a, end, self._tag.pop(a)
 
-    def _merge_free(self, addr, end):
+    def _merge_free(self, addr: int, end: int) -> None:
         # merge_or_add_vmap_area(): insert, then merge with both neighbours.
         i = bisect.bisect_left(self._free, [addr, end])
         self._free.insert(i, [addr, end])
@@ -288,30 +362,34 @@ class ReferenceSpace:
         if i > 0 and self._free[i - 1][1] == addr:
             self._free[i - 1][1] = self._free.pop(i)[1]
 
-    def free(self, addr):
-        addr, end, _ = self._unlink_busy(addr)
-        self._merge_free(addr, end)
-        return VmapArea(addr, end)
+    def free(self, addr: SupportsIndex) -> VmapArea:
+        """free_vmap_area(): free the busy area that starts at addr; KeyError if none."""
+        a, end, _ = self._unlink_busy(addr)
+        self._merge_free(a, end)
+        return VmapArea(a, end)
 
     # -- lazy free, purge, pools ---------------------------------------------
-    def free_lazy(self, addr):
+    def free_lazy(self, addr: SupportsIndex) -> VmapArea:
         """free_vmap_area_noflush(): park the area, unmerged, in a node's lazy tree."""
-        addr, end, tag = self._unlink_busy(addr)
-        node = self.node_of(addr) if tag is None else tag
-        bisect.insort(self._lazy[node], [addr, end, tag])
-        self._lazy_pages += (end - addr) // self.page_size
+        a, end, tag = self._unlink_busy(addr)
+        self._park_lazy(a, end, tag)
         if self._lazy_pages > self.lazy_max_pages:
             self.purge()
-        return VmapArea(addr, end)
+        return VmapArea(a, end)
 
-    def purge(self, full=False):
+    def _park_lazy(self, start: int, end: int, tag: int | None) -> None:
+        node = self.node_of(start) if tag is None else tag
+        bisect.insort(self._lazy[node], (start, end, tag), key=lambda va: va[:2])
+        self._lazy_pages += (end - start) // self.page_size
+
+    def purge(self, full: bool = False) -> int:
         """__purge_vmap_area_lazy(): decay every pool, then move every lazy
         area to its node's pool (tagged, fitting a class, not a full purge)
         or back to the free tree.  Returns the number of lazy areas purged."""
         if not isinstance(full, bool):
             raise TypeError("full must be a bool")
         self._purges += 1
-        detached = []
+        detached: list[list[tuple[int, int, int | None]]] = []
         for node in range(self.nr_nodes):
             self._decay_pool(node, full)
             detached.append(self._lazy[node])
@@ -334,7 +412,7 @@ class ReferenceSpace:
             self.on_purge(*flush)       # flush_tlb_kernel_range() of the union
         return len(lazy)
 
-    def _decay_pool(self, node, full):
+    def _decay_pool(self, node: int, full: bool) -> int:
         """decay_va_pool_node(): ~25% of each class (all when full) from the head."""
         released = 0
         for pool in self._pools[node]:
@@ -345,25 +423,39 @@ class ReferenceSpace:
             released += n
         return released
 
-    def drain_pools(self):
+    def drain_pools(self) -> int:
         """The shrinker's scan: fully decay every node's pools; returns the
         number of areas given back."""
         return sum(self._decay_pool(node, True) for node in range(self.nr_nodes))
 
     # -- lookup --------------------------------------------------------------
-    def find(self, addr):
-        addr = self._addr(addr, "addr")
-        i = bisect.bisect_right(self._busy_starts, addr) - 1
+    def find(self, addr: SupportsIndex) -> VmapArea | None:
+        """find_vmap_area(): the busy area with start <= addr < end, or None."""
+        a = self._addr(addr, "addr")
+        i = bisect.bisect_right(self._busy_starts, a) - 1
         if i >= 0:
             start = self._busy_starts[i]
-            if addr < self._busy[start]:
+            if a < self._busy[start]:
                 return VmapArea(start, self._busy[start])
         return None
 
-    def areas(self, from_addr=0):
+    def __contains__(self, addr: object) -> bool:
+        """``addr in space``: some busy area holds addr (a bisection, as find());
+        for a VmapArea, it is one of the busy areas.  False for an int outside
+        [0, 2**64); TypeError for anything else."""
+        if isinstance(addr, VmapArea) or type(addr).__name__ == "VmapArea":
+            start, end = addr.start, addr.end  # type: ignore[attr-defined]
+            return 0 <= start < ADDR_LIMIT and self._busy.get(start) == end
+        a = _index(addr, "addr")
+        return 0 <= a < ADDR_LIMIT and self.find(a) is not None
+
+    def areas(self, from_addr: SupportsIndex = 0) -> Iterator[VmapArea]:
         """Busy areas in address order from the first that ends above from_addr
         (find_vmap_area_exceed_addr()); each step finds its place anew."""
         addr = self._addr(from_addr, "from_addr")
+        return self._areas_from(addr)
+
+    def _areas_from(self, addr: int) -> Iterator[VmapArea]:
         while True:
             i = bisect.bisect_right(self._busy_starts, addr)
             if i > 0 and self._busy[self._busy_starts[i - 1]] > addr:
@@ -377,14 +469,19 @@ class ReferenceSpace:
                 return
             addr = end
 
-    def caller_of(self, addr):
+    def caller_of(self, addr: SupportsIndex) -> str | None:
         """The caller tag of the busy area that starts at addr (None if untagged)."""
-        addr = self._addr(addr, "addr")
-        if addr not in self._busy:
+        a = self._addr(addr, "addr")
+        if a not in self._busy:
             raise KeyError(addr)
-        return self._caller.get(addr)
+        return self._caller.get(a)
 
-    def find_many(self, addrs, out=None):
+    @overload
+    def find_many(self, addrs: _B, out: None = None) -> _B: ...
+    @overload
+    def find_many(self, addrs: Buffer, out: _W) -> _W: ...
+
+    def find_many(self, addrs: Any, out: Any = None) -> Any:
         """find() for each address of a buffer of unsigned 64-bit integers."""
         addrs = _u64_view(addrs, "addrs", writable=False)
         if out is None:
@@ -397,39 +494,40 @@ class ReferenceSpace:
             view[i] = MISS if area is None else area.start
         return out
 
-    def check_copy(self, addr, n):
+    def check_copy(self, addr: SupportsIndex, n: SupportsIndex) -> None:
         """check_heap_object(): ValueError unless one area holds [addr, addr + n)."""
-        addr = self._addr(addr, "addr")
-        n = self._addr(n, "n")
-        area = self.find(addr)
+        a = self._addr(addr, "addr")
+        nb = self._addr(n, "n")
+        area = self.find(a)
         if area is None:
-            raise ValueError(f"usercopy: {addr:#x} is not in a vmap area")
-        if addr + n > area.end:
-            raise ValueError(f"usercopy: [{addr:#x}, +{n:#x}) runs past the end of its area")
+            raise ValueError(f"usercopy: {a:#x} is not in a vmap area")
+        if a + nb > area.end:
+            raise ValueError(f"usercopy: [{a:#x}, +{nb:#x}) runs past the end of its area")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._busy)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[VmapArea]:
         return iter([VmapArea(s, self._busy[s]) for s in self._busy_starts])
 
-    def free_areas(self):
+    def free_areas(self) -> list[VmapArea]:
+        """The free blocks, coalesced, in address order."""
         return [VmapArea(s, e) for s, e in self._free]
 
-    def lazy_areas(self):
+    def lazy_areas(self) -> list[VmapArea]:
         """Lazily freed areas not yet purged, in address order."""
         return [VmapArea(s, e) for s, e, _ in sorted(va for per_node in self._lazy for va in per_node)]
 
-    def pooled_areas(self):
+    def pooled_areas(self) -> list[tuple[VmapArea, int]]:
         """(area, node) for every area in a node's pool, in address order."""
         return sorted(((VmapArea(s, e), node) for node, pools in enumerate(self._pools)
                        for pool in pools for s, e in pool), key=lambda p: p[0].start)
 
-    def vmallocinfo(self):
+    def vmallocinfo(self) -> str:
         """/proc/vmallocinfo: busy areas node by node (sorted within a node),
         then the lazily freed ones."""
         lines = []
-        by_node = [[] for _ in range(self.nr_nodes)]
+        by_node: list[list[int]] = [[] for _ in range(self.nr_nodes)]
         for s in self._busy_starts:
             by_node[self.node_of(s)].append(s)
         for starts in by_node:
@@ -441,7 +539,8 @@ class ReferenceSpace:
         return "".join(line + "\n" for line in lines)
 
     # -- introspection -------------------------------------------------------
-    def stats(self):
+    def stats(self) -> SpaceStats:
+        """Counts and sizes (the core's stats() also has its memory and locks)."""
         node_areas = [0] * self.nr_nodes
         for s in self._busy_starts:
             node_areas[self.node_of(s)] += 1
@@ -464,46 +563,147 @@ class ReferenceSpace:
             "purged_areas": self._purged_areas,
         }
 
-    def check(self):
+    def check(self) -> None:
         """Free, busy, lazy and pooled blocks tile [start, end) exactly; free
-        ones are coalesced; lazy and pooled ones sit where they belong."""
-        assert self._busy_starts == sorted(self._busy), "busy order"
-        assert set(self._tag) == set(self._busy), "busy tags"
+        ones are coalesced; lazy and pooled ones sit where they belong.
+        AssertionError names the first broken invariant (also under python -O)."""
+        if self._busy_starts != sorted(self._busy):
+            _fail("busy order")
+        if set(self._tag) != set(self._busy):
+            _fail("busy tags")
         pieces = [(s, e, "busy") for s, e in self._busy.items()]
         pieces += [(s, e, "free") for s, e in self._free]
         lazy_pages = 0
         for node, per_node in enumerate(self._lazy):
-            assert per_node == sorted(per_node), "lazy order"
+            if per_node != sorted(per_node, key=lambda va: va[:2]):
+                _fail("lazy order")
             for s, e, tag in per_node:
-                assert node == (self.node_of(s) if tag is None else tag), "lazy node"
+                if node != (self.node_of(s) if tag is None else tag):
+                    _fail("lazy node")
                 pieces.append((s, e, "lazy"))
                 lazy_pages += (e - s) // self.page_size
-        assert lazy_pages == self._lazy_pages, "lazy page count"
+        if lazy_pages != self._lazy_pages:
+            _fail("lazy page count")
         for pools in self._pools:
             for cls, pool in enumerate(pools):
                 for s, e in pool:
-                    assert self._size_class(e - s) == cls, "pool size class"
+                    if self._size_class(e - s) != cls:
+                        _fail("pool size class")
                     pieces.append((s, e, "pooled"))
         pieces.sort()
-        pos, prev_kind = self.start, None
+        pos, prev_kind = self.start, ""
         for s, e, kind in pieces:
-            assert s == pos, f"tiling: gap or overlap at {pos:#x}"
-            assert s < e, "empty block"
-            assert not (kind == prev_kind == "free"), f"coalescing: free blocks touch at {s:#x}"
+            if s != pos:
+                _fail(f"tiling: gap or overlap at {pos:#x}")
+            if s >= e:
+                _fail("empty block")
+            if kind == prev_kind == "free":
+                _fail(f"coalescing: free blocks touch at {s:#x}")
             pos, prev_kind = e, kind
-        assert pos == self.end, "tiling: blocks do not reach end"
+        if pos != self.end:
+            _fail("tiling: blocks do not reach end")
 
-    def __repr__(self):
+    # -- copies: pickle, copy, deepcopy ----------------------------------------
+    def __reduce__(self) -> tuple[Callable[..., ReferenceSpace], tuple[Any, ...], SpaceState]:
+        """As VmapSpace.__reduce__: constructor arguments, then the areas."""
+        kwargs = {name: getattr(self, name) for name in SPACE_INIT_ARGS}
+        return (rebuild_space, (type(self), self.start, self.end, kwargs), self._get_state())
+
+    def _get_state(self) -> SpaceState:
+        return {
+            "version": STATE_VERSION,
+            "busy": [(s, self._busy[s], self._tag[s], self._caller.get(s))
+                     for s in self._busy_starts],
+            "lazy": sorted(va for per_node in self._lazy for va in per_node),
+            "pooled": [(node, s, e) for node, pools in enumerate(self._pools)
+                       for pool in pools for s, e in pool],
+            "load_notes": list(self.load_notes),
+        }
+
+    def __setstate__(self, state: object) -> None:
+        """Give a new, empty space the areas of a state from __reduce__()."""
+        busy, lazy, pooled, notes = check_space_state(self, state)
+        if self._busy or self._lazy_pages or any(p for pools in self._pools for p in pools) \
+                or self._free != [[self.start, self.end]]:
+            raise ValueError("__setstate__ needs a new, empty space")
+        for start, end, tag, caller in busy:
+            self._carve(end - start, self.page_size, start, end)
+            self._add_busy(start, end, tag, caller)
+        for start, end, tag in lazy:
+            self._carve(end - start, self.page_size, start, end)
+            self._park_lazy(start, end, tag)
+        for node, start, end in pooled:
+            self._carve(end - start, self.page_size, start, end)
+            cls = self._size_class(end - start)
+            if cls is None:             # check_space_state() refused these already
+                raise ValueError("state: a pooled area too large for a size class")
+            self._pools[node][cls].append((start, end))
+        self.load_notes = notes
+
+    def __repr__(self) -> str:
         return (f"ReferenceSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"free={len(self._free)}, nr_nodes={self.nr_nodes}, lock={self.lock!r})")
 
 
-def _info_line(start, end, caller, page_size):
+def rebuild_space(cls: Callable[..., Any], start: int, end: int,
+                  kwargs: dict[str, Any]) -> Any:
+    """Pickle's and copy's constructor of a space (either implementation)."""
+    return cls(start, end, **kwargs)
+
+
+def check_space_state(space: Any, state: object) -> tuple[
+        list[tuple[int, int, int | None, str | None]], list[tuple[int, int, int | None]],
+        list[tuple[int, int, int]], list[str]]:
+    """The areas of a pickled state (a :class:`vmap_core.types.SpaceState`),
+    checked against the space that is to hold them: (busy, lazy, pooled,
+    load_notes).  ValueError for anything the two implementations could not
+    have produced; nothing is changed."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ValueError(f"not a vmap_core space state of version {STATE_VERSION}")
+    page, nodes = space.page_size, space.nr_nodes
+
+    def rng(start: object, end: object) -> tuple[int, int]:
+        if type(start) is not int or type(end) is not int:
+            raise ValueError("state: area bounds must be ints")
+        if not (space.start <= start < end <= space.end) or start % page or end % page:
+            raise ValueError(f"state: [{start:#x}, {end:#x}) is not a page-aligned "
+                             "range of the space")
+        return start, end
+
+    def node(tag: object, none_ok: bool = True) -> int | None:
+        if tag is None and none_ok:
+            return None
+        if type(tag) is not int or not 0 <= tag < nodes:
+            raise ValueError(f"state: {tag!r} is not a node of this space")
+        return tag
+
+    try:
+        busy = [(*rng(s, e), node(t), c) for s, e, t, c in state["busy"]]
+        lazy = [(*rng(s, e), node(t)) for s, e, t in state["lazy"]]
+        pooled = [(node(n, False), *rng(s, e)) for n, s, e in state["pooled"]]
+        notes = list(state.get("load_notes", []))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"state: malformed ({e})") from None
+    if any(c is not None and not isinstance(c, str) for *_, c in busy):
+        raise ValueError("state: a caller must be a str or None")
+    if any((e - s) // page > MAX_VA_SIZE_PAGES for _, s, e in pooled):
+        raise ValueError(f"state: a pooled area larger than {MAX_VA_SIZE_PAGES} pages")
+    spans = sorted([(s, e) for s, e, *_ in busy + lazy] + [(s, e) for _, s, e in pooled])
+    if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
+        raise ValueError("state: areas overlap")
+    if not all(isinstance(n, str) for n in notes):
+        raise ValueError("state: load_notes must be strings")
+    return busy, lazy, [(n, s, e) for n, s, e in pooled if n is not None], notes
+
+
+def _info_line(start: int, end: int, caller: str | None, page_size: int) -> str:
     """One /proc/vmallocinfo line of a busy area (s_show())."""
     if caller is None:
         return f"0x{start:016x}-0x{end:016x} {end - start:7d} vm_map_ram"
     return f"0x{start:016x}-0x{end:016x} {end - start:7d} {caller} pages={(end - start) // page_size} vmalloc"
 
 
-__all__ = ["MISS", "ReferenceSpace", "VmapArea", "VmapExhausted", "current_cpu",
-           "default_lazy_max_pages", "default_nr_nodes"]
+__all__ = ["LOCK_MODES", "MISS", "SPACE_INIT_ARGS", "LockMode", "ReferenceSpace",
+           "SpaceState", "SpaceStats", "UsercopyMode", "VmapArea", "VmapExhausted",
+           "check_space_state", "current_cpu", "default_lazy_max_pages", "default_nr_nodes",
+           "rebuild_space"]

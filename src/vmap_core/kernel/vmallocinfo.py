@@ -243,7 +243,7 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None
     (OSError when the path cannot be read).
     """
     if cls is None:
-        from . import VmapSpace as cls
+        from .._space import VmapSpace as cls
     text, where = read(text_or_path)
     where = source or where
     dump = parse(text)
