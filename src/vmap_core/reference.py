@@ -89,7 +89,7 @@ class VmapArea:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented       # the core's VmapArea compares with this one
-        return self._key() == other._key()  # type: ignore[attr-defined]
+        return self._key() == other._key()
 
     def __lt__(self, other: object) -> bool:
         return self._key() < other._key() if isinstance(other, VmapArea) else NotImplemented
@@ -215,9 +215,9 @@ class ReferenceSpace:
         self.page_size: int = page_size
         self.nr_nodes: int = nr_nodes
         self.zone_size: int = zone_size
-        self.lock: LockMode = lock  # type: ignore[assignment]   # checked above
+        self.lock: LockMode = lock  # checked above
         self.lazy_max_pages: int = lazy_max_pages
-        self.on_purge: OnPurge | None = on_purge  # type: ignore[assignment]
+        self.on_purge: OnPurge | None = on_purge
         self._busy: dict[int, int] = {}        # start -> end
         self._busy_starts: list[int] = []      # sorted
         self._tag: dict[int, int | None] = {}  # start -> node id the area was tagged with
@@ -292,14 +292,14 @@ class ReferenceSpace:
             tag = (current_cpu() if cpu is None else cpu) % self.nr_nodes
             nva = self._pool_take(tag, size, align)
             if nva is not None:
-                self._add_busy(nva, nva + size, tag, caller)  # type: ignore[arg-type]
+                self._add_busy(nva, nva + size, tag, caller)
                 return nva
         try:
             nva = self._carve(size, align, vstart, vend)
         except VmapExhausted:
             self.purge(full=True)       # the overflow path: purge everything, retry once
             nva = self._carve(size, align, vstart, vend)
-        self._add_busy(nva, nva + size, tag, caller)  # type: ignore[arg-type]
+        self._add_busy(nva, nva + size, tag, caller)
         return nva
 
     def _pool_take(self, node: int, size: int, align: int) -> int | None:
@@ -445,7 +445,7 @@ class ReferenceSpace:
         [0, 2**64); TypeError for anything else."""
         if isinstance(addr, VmapArea) or type(addr).__name__ == "VmapArea":
             start, end = addr.start, addr.end  # type: ignore[attr-defined]
-            return 0 <= start < ADDR_LIMIT and self._busy.get(start) == end
+            return bool(0 <= start < ADDR_LIMIT and self._busy.get(start) == end)
         a = _index(addr, "addr")
         return 0 <= a < ADDR_LIMIT and self.find(a) is not None
 
