@@ -34,10 +34,10 @@ class BuildExt(build_ext):
     """Cythonize at build time; say plainly what is missing when the toolchain is."""
 
     def finalize_options(self):
-        super().finalize_options()
         from Cython.Build import cythonize
-        self.extensions[:] = cythonize(
-            self.extensions,
+        # Before setuptools' own finalize_options, which annotates each extension.
+        self.distribution.ext_modules[:] = cythonize(
+            self.distribution.ext_modules,
             compiler_directives={
                 "language_level": 3,
                 "boundscheck": False,
@@ -46,6 +46,7 @@ class BuildExt(build_ext):
                 "initializedcheck": False,
             },
         )
+        super().finalize_options()
 
     def build_extensions(self):
         cc = getattr(self.compiler, "compiler_so", None)
