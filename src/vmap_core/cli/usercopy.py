@@ -101,9 +101,9 @@ def spread(row: dict[str, Any]) -> float | None:
 def format_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any:
     """A rich Table: one row per thread count, one column per mode.
 
-    Each cell holds the best requests/s with the spread of its rounds, and
-    below it the ratio to ``global`` and to ``nocheck`` at the same thread
-    count (only for the baselines that ran).
+    Each cell holds the best requests/s, the spread of its rounds below it,
+    then the ratio to ``global`` and to ``nocheck`` at the same thread count
+    (only for the baselines that ran).
     """
     from ..usercopy import grid, ratio
     threads_list, modes, rate = grid(rows)
@@ -124,7 +124,7 @@ def format_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any
                 cells.append("")
                 continue
             sp = spread(by_cell[m, n])
-            lines = [f"{rps:,.0f}" + (f" [dim]±{sp:.0%}[/dim]" if sp is not None else "")]
+            lines = [f"{rps:,.0f}"] + ([f"[dim]±{sp:.0%}[/dim]"] if sp is not None else [])
             for base in ("global", "nocheck"):
                 r = ratio(rate, m, base, n)
                 if r is not None:
