@@ -132,3 +132,13 @@ def subprocess_env():
     root = os.path.dirname(os.path.dirname(os.path.abspath(vmap_core.__file__)))
     return dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
+def assert_inside_figure(fig, text):
+    """A matplotlib Text artist lies wholly inside its figure (nothing cut off)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = text.get_window_extent(renderer=canvas.get_renderer())
+    assert box.x0 >= 0 and box.y0 >= 0, (box, fig.bbox)
+    assert box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)

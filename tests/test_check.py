@@ -1,6 +1,6 @@
 """check() verifies every invariant, and is shown able to fail.
 
-The core's test-only hook ``_debug_corrupt(kind)`` breaks one invariant; check()
+The core's test-only hook ``_testhooks.debug_corrupt(space, kind)`` breaks one invariant; check()
 must then raise AssertionError.  The reference's checker is shown to fail by
 corrupting its plain-Python state directly.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from _util import P, TOP, busy, free, snapshot
+
+from vmap_core._testhooks import debug_corrupt
 
 # kind -> a word the AssertionError must contain ("naming the broken one")
 NAMES = {
@@ -58,7 +60,7 @@ def test_check_on_empty_and_full(impl, lock):
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 def test_check_catches_core_corruption(core, lock, kind):
     s = rich_space(core, lock)
-    s._debug_corrupt(kind)
+    debug_corrupt(s, kind)
     with pytest.raises(AssertionError, match=f"(?i){NAMES[kind]}"):
         s.check()
 
@@ -66,7 +68,7 @@ def test_check_catches_core_corruption(core, lock, kind):
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 def test_check_catches_core_corruption_at_the_top(core, kind):
     s = rich_space(core, "node", start=TOP - 256 * P)
-    s._debug_corrupt(kind)
+    debug_corrupt(s, kind)
     with pytest.raises(AssertionError):
         s.check()
 
@@ -75,7 +77,7 @@ def test_debug_corrupt_rejects_unknown_kind(core):
     s = rich_space(core, "node")
     before = snapshot(s)
     with pytest.raises(ValueError):
-        s._debug_corrupt("no-such-invariant")
+        debug_corrupt(s, "no-such-invariant")
     assert snapshot(s) == before
     s.check()
 
@@ -85,7 +87,7 @@ def test_debug_corrupt_covers_every_kind(core):
     for kind in CORRUPTIONS:
         s = rich_space(core, "node")
         s.check()
-        s._debug_corrupt(kind)
+        debug_corrupt(s, kind)
         with pytest.raises(AssertionError):
             s.check()
 

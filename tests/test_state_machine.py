@@ -5,7 +5,9 @@ vstart/vend windows, free of live areas / non-starts / double frees, find
 inside areas, on edges, in holes and out of range, node_of, and bad inputs of
 every kind) and compares the result or the exception type.  After a raised
 exception the core must be exactly as before.  After every step both check()
-and their list(), free_areas(), len() and common stats() keys must agree.
+and their list(), free_areas(), len() and common stats() keys must agree.  Now
+and then both are replaced by copies of themselves, which must carry the same
+state and go on as the originals would.
 
 The machine runs over several configurations (one and several nodes, tiny
 zones so that areas span zones, both lock modes, a space ending at 2**64, the
@@ -18,6 +20,7 @@ colours after every step.
 
 from __future__ import annotations
 
+import copy
 import os
 from fractions import Fraction
 
@@ -309,6 +312,17 @@ class Differential(RuleBasedStateMachine):
         order = data.draw(st.permutations(areas[i:i + k]), label="order")
         for s, _ in order:
             self.free_and_classify(s)
+
+    @rule(deep=st.booleans())
+    def copy_both(self, deep):
+        """Both go on as copies of themselves (copy.copy / copy.deepcopy): the
+        states (areas, tags, callers, the free tree's shape) agree before, the
+        copies carry them, and every later step compares the copies."""
+        cs, rs = self.core.__reduce__()[2], self.ref.__reduce__()[2]
+        assert cs == rs, "pickled state: core != reference"
+        how = copy.deepcopy if deep else copy.copy
+        self.core, self.ref = how(self.core), how(self.ref)
+        assert self.core.__reduce__()[2] == cs and self.ref.__reduce__()[2] == rs
 
     # -- after every step ------------------------------------------------------
     @invariant()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from vmap_core import vmallocinfo as vi
+from vmap_core.kernel import vmallocinfo as vi
 
 # As root reads it with kptr_restrict=1 (real addresses), v6.9+ order: node by
 # node, then the unpurged areas.  Sizes include the guard page.

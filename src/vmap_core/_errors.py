@@ -1,5 +1,7 @@
 """Exceptions shared by the Cython core and the pure-Python reference."""
 
+from __future__ import annotations
+
 
 class VmapExhausted(MemoryError):
     """No free block satisfies the request (the kernel's -ENOMEM / -ERANGE)."""
@@ -17,13 +19,14 @@ class OnPurgeError(RuntimeError):
     ``purged`` the number of lazy areas the purge handled.
     """
 
-    def __init__(self, message, *, result=None, purged=0):
+    def __init__(self, message: str, *, result: object = None, purged: int = 0) -> None:
         super().__init__(message)
         self.result = result
         self.purged = purged
 
 
-def on_purge_error(call, start, end, purged, exc, result):
+def on_purge_error(call: str, start: int, end: int, purged: int, exc: BaseException,
+                   result: object) -> OnPurgeError:
     """The OnPurgeError for a callback that raised ``exc`` during the purge of
     [start, end) that ``call`` ("purge()", "free_lazy(0x...)", "alloc(...)")
     started; ``result`` is what the call returns."""

@@ -196,8 +196,8 @@ cdef void race_loop(uint64_t n) noexcept nogil:
         _race_counter += 1          # deliberately unsynchronised
 
 
-def _race_selftest(uint64_t n=100000):
-    """Test-only: two native threads race on one plain word, so a
+cdef object _race_selftest(uint64_t n):
+    """Test-only (vmap_core._testhooks): two native threads race on one plain word, so a
     ThreadSanitizer build can be shown to report a data race."""
     def run():
         with nogil:
@@ -210,8 +210,8 @@ def _race_selftest(uint64_t n=100000):
     return _race_counter
 
 
-def _leak_selftest(size_t nbytes=4096):
-    """Test-only: lose one malloc'ed block, so a LeakSanitizer build can be
+cdef object _leak_selftest(size_t nbytes):
+    """Test-only (vmap_core._testhooks): lose one malloc'ed block, so a LeakSanitizer build can be
     shown to report a leak."""
     cdef void* p = malloc(nbytes)
     memset(p, 1, nbytes)

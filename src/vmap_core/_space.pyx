@@ -108,10 +108,16 @@ cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
 @cython.final
 @cython.freelist(32)
 cdef class VmapArea:
-    """An immutable address range ``[start, end)``.
+    """VmapArea(start, end)
+--
+
+An immutable address range ``[start, end)``.
 
     Equal (and hashed alike) by ``(start, end)``, also to the reference's
-    VmapArea; unpacks as ``start, end = area``.
+    VmapArea, and ordered by ``(start, end)``; unpacks as
+    ``start, end = area``; ``addr in area`` means ``start <= addr < end``.
+    No len(): an area unpacks as two values, and a size may exceed what
+    len() can return (2**64); use ``size``.
     """
     cdef uint64_t _start
     cdef uint64_t _last      # end - 1, so that end may be 2**64
@@ -158,6 +164,38 @@ cdef class VmapArea:
     def __repr__(self):
         return f"VmapArea(start={self._start:#x}, end={<object>self._last + 1:#x})"
 
+    # -- container and ordering conventions (intervaltree, sortedcontainers) --
+
+    def __contains__(self, addr):
+        """``start <= addr < end``; TypeError for a non-integer."""
+        a = _index(addr, "addr")
+        return self._start <= a <= <object>self._last
+
+    def __lt__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) < k
+
+    def __le__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) <= k
+
+    def __gt__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) > k
+
+    def __ge__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) >= k
+
+
+cdef object _area_key(object other):
+    """(start, end) of a core or reference VmapArea, else None."""
+    if isinstance(other, VmapArea):
+        return ((<VmapArea>other)._start, <object>(<VmapArea>other)._last + 1)
+    if isinstance(other, _RefArea):
+        return (other.start, other.end)
+    return None
+
 
 cdef inline VmapArea _area(uint64_t start, uint64_t last):
     cdef VmapArea a = VmapArea.__new__(VmapArea)
@@ -182,6 +220,25 @@ cdef list _areas_of(block_t* blocks, size_t n):
     return [_area(blocks[i].start, blocks[i].last) for i in range(n)]
 
 
+ctypedef struct rec_t:          # one record of a space's state (pickle, copy)
+    uint64_t start
+    uint64_t last
+    uint64_t aux                # the node tag: node id + 1, or 0
+    uint64_t node               # the node whose tree or pool holds it
+
+
+cdef size_t _copy_recs(va_t* va, rec_t* recs, size_t n, size_t cap, unsigned node) noexcept nogil:
+    """_copy_chain() keeping each record's tag and node."""
+    while va != NULL and n < cap:
+        recs[n].start = va.start
+        recs[n].last = va.last
+        recs[n].aux = va.aux
+        recs[n].node = node
+        n += 1
+        va = va.next
+    return n
+
+
 # -- VmapSpace --------------------------------------------------------------
 
 cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
@@ -200,7 +257,10 @@ default_nr_nodes = _reference.default_nr_nodes
 
 
 cdef class VmapSpace:
-    """The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
+    """VmapSpace(start, end, *, page_size=4096, nr_nodes=None, zone_size=None, lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None, auto_purge=True, trace=None)
+--
+
+The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     ``kernel`` picks the version it behaves like (vmap_core.profiles; default
     the newest, "6.16"): from v6.9 free space is one augmented rb-tree and
@@ -223,6 +283,7 @@ cdef class VmapSpace:
     cdef object _rec            # vmap_core.trace.Recorder, or None
     cdef object _flushing       # the thread running on_purge, or None
     cdef public list load_notes  # from_vmallocinfo(): what was done to build it
+    cdef object __weakref__
 
     def __cinit__(self):
         self.sp = NULL
@@ -708,10 +769,10 @@ cdef class VmapSpace:
     @classmethod
     def from_vmallocinfo(cls, text_or_path, **space_kwargs):
         """A space holding exactly the busy areas of a /proc/vmallocinfo dump
-        (its text, or a path to one); see vmap_core.vmallocinfo.load.  What
+        (its text, or a path to one); see vmap_core.kernel.vmallocinfo.load.  What
         was done to build it (hidden or hashed addresses laid out anew, lines
         skipped) is in the space's ``load_notes``."""
-        from . import vmallocinfo
+        from .kernel import vmallocinfo
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
         return space
@@ -978,8 +1039,8 @@ cdef class VmapSpace:
         if err != NULL:
             raise AssertionError((<bytes>err).decode())
 
-    def _debug_corrupt(self, kind):
-        """Test-only: break the invariant named by kind ("color", "subtree_max",
+    cdef _debug_corrupt(self, str kind):
+        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant named by kind ("color", "subtree_max",
         "order", "coalesce", "node_placement", "tiling", "list") so that
         check() can be shown to catch it.  The space is unusable afterwards."""
         cdef space_t* s = self._s()
@@ -1085,6 +1146,176 @@ cdef class VmapSpace:
     def __repr__(self):
         return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")
+
+    # -- container conventions, copies ---------------------------------------
+
+    def __contains__(self, addr):
+        """``addr in space``: some busy area holds addr, found as find() finds
+        it (O(log n) in the node tried first).  For a VmapArea: it is one of
+        the busy areas.  False for an int outside [0, 2**64); TypeError for
+        anything else."""
+        cdef uint64_t st, la
+        cdef space_t* s = self._s()
+        k = _area_key(addr)
+        if k is not None:
+            if not 0 <= k[0] < _ADDR_LIMIT:
+                return False
+            return space_find(s, <uint64_t>k[0], &st, &la) and st == k[0] and <object>la + 1 == k[1]
+        a = _index(addr, "addr")
+        if not 0 <= a < _ADDR_LIMIT:
+            return False
+        return space_find(s, <uint64_t>a, &st, &la)
+
+    def __reduce__(self):
+        """Pickle, copy.copy and copy.deepcopy: a new space built with the same
+        constructor arguments (reference.SPACE_INIT_ARGS: all but ``trace``, a
+        copy records nothing), then given the same busy, lazy and pooled areas
+        with their node tags and callers, the free tree in the same shape (the
+        kernel's aligned search depends on it) and the same load_notes
+        (reference.check_space_state() has the format).  The counters of
+        stats() start again from zero.  RuntimeError from inside on_purge."""
+        kwargs = {name: getattr(self, name) for name in _reference.SPACE_INIT_ARGS}
+        return (_reference.rebuild_space, (type(self), self.start, self.end, kwargs),
+                self._get_state())
+
+    cdef dict _get_state(self):
+        cdef space_t* s = self._s()
+        cdef rec_t* recs
+        cdef size_t cap = 0
+        cdef size_t nb = 0
+        cdef size_t nl, np_, i
+        cdef unsigned k
+        cdef size_t cls
+        if self._in_flush():
+            raise RuntimeError("a space cannot be copied from inside on_purge: its purge is "
+                               "half done")
+        shape = self._free_tree_shape()
+        self._lock_all()
+        for k in range(s.nr_nodes):
+            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+        recs = <rec_t*>malloc((cap + 1) * sizeof(rec_t))
+        if recs == NULL:
+            self._unlock_all()
+            raise MemoryError()
+        for k in range(s.nr_nodes):
+            nb = _copy_recs(rb_first(s.nodes[k].root.node), recs, nb, cap, k)
+        nl = nb
+        for k in range(s.nr_nodes):
+            nl = _copy_recs(rb_first(s.nodes[k].lazy_root.node), recs, nl, cap, k)
+        np_ = nl
+        for k in range(s.nr_nodes):
+            for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                np_ = _copy_recs(s.nodes[k].pools[cls].head, recs, np_, cap, k)
+        self._unlock_all()
+        try:
+            callers = self._callers
+            tag = lambda aux: aux - 1 if aux else None
+            busy = sorted((recs[i].start, <object>recs[i].last + 1, tag(recs[i].aux),
+                           callers.get(recs[i].start)) for i in range(nb))
+            lazy = sorted((recs[i].start, <object>recs[i].last + 1, tag(recs[i].aux))
+                          for i in range(nb, nl))
+            pooled = [(recs[i].node, recs[i].start, <object>recs[i].last + 1)
+                      for i in range(nl, np_)]
+        finally:
+            free(recs)
+        return {"version": _reference.STATE_VERSION, "busy": busy, "lazy": lazy,
+                "pooled": pooled, "free_tree": shape, "load_notes": list(self.load_notes)}
+
+    def __setstate__(self, state):
+        """Give a new, empty space the areas and the free tree of a state from
+        __reduce__()."""
+        cdef space_t* s = self._s()
+        cdef uint64_t addr, nr_lazy
+        cdef va_t* va
+        cdef vnode_t* vn
+        cdef unsigned k
+        cdef bint ok, over
+        busy, lazy, pooled, shape, notes = _reference.check_space_state(self, state)
+        empty = s.nr_free == 1
+        for k in range(s.nr_nodes):
+            empty = empty and not (s.nodes[k].nr_areas or s.nodes[k].nr_lazy or s.nodes[k].nr_pooled)
+        if not empty:
+            raise ValueError("__setstate__ needs a new, empty space")
+        for start, end, tag, caller in busy:
+            self._place(start, end, tag)
+            if caller is not None:
+                self._callers[start] = caller
+        for start, end, tag in lazy:
+            self._place(start, end, tag)
+            space_free_lazy(s, start, &addr, &addr, &over, &nr_lazy)   # no purge: the state had none
+        for node, start, end in pooled:
+            self._place(start, end, node)
+            va = NULL
+            space_find_unlink(s, start, &va)
+            vn = &s.nodes[<unsigned>node]
+            lock_acquire(pool_lock(s, vn))
+            pool_push_tail(&vn.pools[size_to_va_pool(s, va.last - va.start, &ok)], va)
+            cnt_add(&vn.nr_pooled, 1)
+            vm_unlock(pool_lock(s, vn))
+        self._shape_free_tree(shape)
+        self.load_notes = notes
+
+    cdef _shape_free_tree(self, list shape):
+        """Relink the free tree's records as ``shape`` (preorder (start, end,
+        'r'|'b', depth), checked by check_space_state() against the blocks the
+        placed areas leave free) and recompute subtree_max_span bottom-up."""
+        cdef space_t* s = self._s()
+        cdef size_t n = len(shape)
+        cdef size_t i
+        cdef va_t* va
+        cdef va_t* parent
+        cdef va_t** order = <va_t**>malloc((n + 1) * sizeof(va_t*))
+        cdef va_t** path = <va_t**>malloc((n + 1) * sizeof(va_t*))
+        cdef int depth
+        if order == NULL or path == NULL:
+            free(order)
+            free(path)
+            raise MemoryError()
+        lock_acquire(s.free_lock)
+        try:
+            by_start = {}
+            va = rb_first(s.free_root.node)
+            while va != NULL:
+                by_start[va.start] = <uintptr_t>va
+                va = va.next
+            if <size_t>len(by_start) != n or s.nr_free != n:
+                raise SystemError("vmap_core: the free blocks do not match the state's tree")
+            for i in range(n):
+                start, end, colour, depth = shape[i]
+                ptr = by_start.get(start)
+                if ptr is None or <object>(<va_t*><uintptr_t>ptr).last + 1 != end:
+                    raise SystemError(f"vmap_core: no free block [{start:#x}, {end:#x})")
+                va = <va_t*><uintptr_t>ptr
+                parent = NULL if depth == 0 else path[depth - 1]
+                va.parent_color = <uintptr_t>parent | <uintptr_t>(RB_BLACK if colour == "b"
+                                                                   else RB_RED)
+                rb_set_left(va, NULL)
+                rb_set_right(va, NULL)
+                if parent == NULL:
+                    rb_set_root(&s.free_root, va)
+                elif va.start < parent.start:
+                    rb_set_left(parent, va)
+                else:
+                    rb_set_right(parent, va)
+                path[depth] = va
+                order[i] = va
+            for i in range(n, 0, -1):                  # children before their parents
+                order[i - 1].aux = ft_subtree_max(order[i - 1])
+        finally:
+            vm_unlock(s.free_lock)
+            free(order)
+            free(path)
+
+    cdef _place(self, uint64_t start, object end, object tag):
+        """Make [start, end) busy, tagged with node tag (None: untagged)."""
+        cdef uint64_t addr = 0
+        cdef uint64_t last = <uint64_t>(end - 1)
+        cdef alloc_status_t rc = space_alloc(self.sp, last - start, self.sp.page_size, start,
+                                             last, 0 if tag is None else <uint64_t>tag + 1, &addr)
+        if rc == ALLOC_NOMEM:
+            raise MemoryError("vmap_core: out of memory for area records")
+        if rc != ALLOC_OK or addr != start:
+            raise SystemError(f"vmap_core: cannot restore the area at {start:#x}")
 
 
 # -- native multi-threaded runs ---------------------------------------------
@@ -1288,3 +1519,25 @@ def stress_native(VmapSpace space, Py_ssize_t threads, uint64_t ops, uint64_t se
         out["errors"] += w.errors
         out["owned"].append([(w.owned[j], <object>w.owned_last[j] + 1) for j in range(w.nr_owned)])
     return out
+
+
+# -- test-only hooks ------------------------------------------------------------
+# Not attributes of VmapSpace nor names of this module: the test suite and
+# .ci/sanitize reach them through vmap_core._testhooks, which this fills in.
+
+cdef void _install_test_hooks() except *:
+    def debug_corrupt(VmapSpace space, str kind):
+        space._debug_corrupt(kind)
+
+    def race_selftest(n=100000):
+        return _race_selftest(n)
+
+    def leak_selftest(nbytes=4096):
+        return _leak_selftest(nbytes)
+
+    from . import _testhooks
+    _testhooks._install(debug_corrupt=debug_corrupt, race_selftest=race_selftest,
+                        leak_selftest=leak_selftest)
+
+
+_install_test_hooks()

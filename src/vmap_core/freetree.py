@@ -29,6 +29,8 @@ unsigned wrap-around checks are kept where they decide a result.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 RB_RED = 0
 RB_BLACK = 1
 ULONG_LIMIT = 1 << 64       # one past the largest unsigned long
@@ -40,8 +42,17 @@ class Node:
 
     __slots__ = ("va_start", "va_end", "left", "right", "parent", "color",
                  "subtree_max_size", "prev", "next")
+    va_start: int
+    va_end: int
+    left: Node | None
+    right: Node | None
+    parent: Node | None
+    color: int
+    subtree_max_size: int
+    prev: Node
+    next: Node
 
-    def __init__(self, va_start=0, va_end=0):
+    def __init__(self, va_start: int = 0, va_end: int = 0) -> None:
         self.va_start = va_start
         self.va_end = va_end
         self.left = self.right = self.parent = None
@@ -49,21 +60,21 @@ class Node:
         self.subtree_max_size = 0
         self.prev = self.next = self      # list_head: an empty list points at itself
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Node({self.va_start:#x}, {self.va_end:#x}, {'rb'[self.color]})"
 
 
-def va_size(va):
+def va_size(va: Node) -> int:
     return va.va_end - va.va_start
 
 
-def get_subtree_max_size(node):
+def get_subtree_max_size(node: Node | None) -> int:
     return 0 if node is None else node.subtree_max_size
 
 
 # -- RB_DECLARE_CALLBACKS_MAX(free_vmap_area_rb_augment_cb, va_size) -----------
 
-def _compute_max(node, exit_):
+def _compute_max(node: Node, exit_: bool) -> bool:
     """RBNAME_compute_max(): True (when exit_) if the value did not change."""
     m = va_size(node)
     if node.left is not None and node.left.subtree_max_size > m:
@@ -76,40 +87,43 @@ def _compute_max(node, exit_):
     return False
 
 
-def aug_propagate(rb, stop):
+def aug_propagate(rb: Node | None, stop: Node | None) -> None:
     while rb is not stop:
         if _compute_max(rb, True):
             break
         rb = rb.parent
 
 
-def aug_copy(old, new):
+def aug_copy(old: Node, new: Node) -> None:
     new.subtree_max_size = old.subtree_max_size
 
 
-def aug_rotate(old, new):
+def aug_rotate(old: Node, new: Node) -> None:
     new.subtree_max_size = old.subtree_max_size
     _compute_max(old, False)
 
 
-def _noop(*_args):
+def _noop(*_args: Node | None) -> None:
     pass
 
 
-AUGMENTED = (aug_propagate, aug_copy, aug_rotate)
-PLAIN = (_noop, _noop, _noop)       # rb_insert_color() / rb_erase()
+Rotate = Callable[[Node, Node], None]
+Augment = tuple[Callable[[Node | None, Node | None], None], Rotate, Rotate]
+AUGMENTED: Augment = (aug_propagate, aug_copy, aug_rotate)
+PLAIN: Augment = (_noop, _noop, _noop)       # rb_insert_color() / rb_erase()
 
 
 # -- lib/rbtree.c -----------------------------------------------------------
 
 class RbRoot:
     __slots__ = ("rb_node",)
+    rb_node: Node | None
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rb_node = None
 
 
-def _change_child(old, new, parent, root):
+def _change_child(old: Node, new: Node | None, parent: Node | None, root: RbRoot) -> None:
     """__rb_change_child()"""
     if parent is not None:
         if parent.left is old:
@@ -120,7 +134,7 @@ def _change_child(old, new, parent, root):
         root.rb_node = new
 
 
-def _rotate_set_parents(old, new, root, color):
+def _rotate_set_parents(old: Node, new: Node, root: RbRoot, color: int) -> None:
     """__rb_rotate_set_parents(): new takes old's parent and colour; old gets
     new as parent and ``color``."""
     parent = old.parent
@@ -129,7 +143,7 @@ def _rotate_set_parents(old, new, root, color):
     _change_child(old, new, parent, root)
 
 
-def rb_insert(node, root, augment_rotate):
+def rb_insert(node: Node, root: RbRoot, augment_rotate: Rotate) -> None:
     """__rb_insert(): rebalance after rb_link_node() hung ``node`` (red)."""
     parent = node.parent
     while True:
@@ -201,7 +215,7 @@ def rb_insert(node, root, augment_rotate):
             break
 
 
-def _rb_erase_color(parent, root, augment_rotate):
+def _rb_erase_color(parent: Node, root: RbRoot, augment_rotate: Rotate) -> None:
     """____rb_erase_color()"""
     node = None
     while True:
@@ -297,7 +311,7 @@ def _rb_erase_color(parent, root, augment_rotate):
             break
 
 
-def rb_erase(node, root, augment):
+def rb_erase(node: Node, root: RbRoot, augment: Augment) -> None:
     """rb_erase_augmented(): __rb_erase_augmented(), then ____rb_erase_color()."""
     propagate, copy, rotate = augment
     child = node.right
@@ -363,7 +377,7 @@ def rb_erase(node, root, augment):
 
 # -- list_head ---------------------------------------------------------------
 
-def list_add(new, head):
+def list_add(new: Node, head: Node) -> None:
     """list_add(): insert new right after head."""
     nxt = head.next
     nxt.prev = new
@@ -372,7 +386,7 @@ def list_add(new, head):
     head.next = new
 
 
-def list_del_init(entry):
+def list_del_init(entry: Node) -> None:
     entry.prev.next = entry.next
     entry.next.prev = entry.prev
     entry.prev = entry.next = entry
@@ -387,14 +401,15 @@ class VaTree:
     without it the tree is a plain one (``decay_root`` in
     decay_va_pool_node(), v6.8's purge tree)."""
 
-    def __init__(self, augment=True):
+    def __init__(self, augment: bool = True) -> None:
         self.root = RbRoot()
         self.head = Node()            # the list_head sentinel
         self.augment = augment
         self.count = 0
 
     # find_va_links() and get_va_next_sibling()
-    def find_va_links(self, va, from_node=None):
+    def find_va_links(self, va: Node,
+                      from_node: Node | None = None) -> tuple[Node | None, bool] | None:
         """The place to hang va: (parent, is_left); None on overlap (the
         kernel WARNs and refuses)."""
         node = self.root.rb_node if from_node is None else from_node
@@ -411,12 +426,12 @@ class VaTree:
                 return (node, is_left)
             node = nxt
 
-    def get_va_next_sibling(self, parent, is_left):
+    def get_va_next_sibling(self, parent: Node | None, is_left: bool) -> Node | None:
         if parent is None:
             return None
         return parent if is_left else parent.next
 
-    def link_va(self, va, parent, is_left):
+    def link_va(self, va: Node, parent: Node | None, is_left: bool) -> None:
         """__link_va()"""
         head = self.head
         if parent is not None:
@@ -440,19 +455,19 @@ class VaTree:
         list_add(va, head)
         self.count += 1
 
-    def unlink_va(self, va):
+    def unlink_va(self, va: Node) -> None:
         """__unlink_va()"""
         rb_erase(va, self.root, AUGMENTED if self.augment else PLAIN)
         list_del_init(va)
         va.left = va.right = va.parent = None
         self.count -= 1
 
-    def propagate_from(self, va):
+    def propagate_from(self, va: Node) -> None:
         """augment_tree_propagate_from()"""
         if self.augment:
             aug_propagate(va, None)
 
-    def insert(self, va, from_node=None):
+    def insert(self, va: Node, from_node: Node | None = None) -> bool:
         """insert_vmap_area() / insert_vmap_area_augment(); False on overlap."""
         links = self.find_va_links(va, from_node)
         if links is None:
@@ -461,7 +476,7 @@ class VaTree:
         self.propagate_from(va)
         return True
 
-    def merge_or_add(self, va):
+    def merge_or_add(self, va: Node) -> Node | None:
         """__merge_or_add_vmap_area() (+ the propagation of the _augment
         variant).  Returns the area va ended up in, or None on overlap."""
         links = self.find_va_links(va)
@@ -489,7 +504,8 @@ class VaTree:
         return va
 
     # -- searching and clipping ------------------------------------------------
-    def lowest_match(self, size, align, vstart, adjust_search_size):
+    def lowest_match(self, size: int, align: int, vstart: int,
+                     adjust_search_size: bool) -> Node | None:
         """find_vmap_lowest_match()"""
         node = self.root.rb_node
         length = size + align - 1 if adjust_search_size else size
@@ -515,7 +531,7 @@ class VaTree:
                     break
         return None
 
-    def lowest_linear_match(self, size, align, vstart):
+    def lowest_linear_match(self, size: int, align: int, vstart: int) -> Node | None:
         """find_vmap_lowest_linear_match(): the first block in address order
         that fits (what the kernel's debug check compares the tree search with)."""
         va = self.head.next
@@ -525,7 +541,7 @@ class VaTree:
             va = va.next
         return None
 
-    def enclosing(self, addr):
+    def enclosing(self, addr: int) -> Node | None:
         """The block holding addr, or None (pvm_find_va_enclose_addr())."""
         node = self.root.rb_node
         while node is not None:
@@ -537,7 +553,7 @@ class VaTree:
                 return node
         return None
 
-    def clip(self, va, nva_start_addr, size):
+    def clip(self, va: Node, nva_start_addr: int, size: int) -> int:
         """va_clip(): carve [nva, nva + size) out of va (the no-edge fit
         keeps va as the right part and inserts a new area for the left)."""
         kind = classify_va_fit_type(va, nva_start_addr, size)
@@ -560,13 +576,13 @@ class VaTree:
         return kind
 
     # -- views -----------------------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Node]:
         va = self.head.next
         while va is not self.head:
             yield va
             va = va.next
 
-    def shape(self):
+    def shape(self) -> list[tuple[int, int, str, int]]:
         """The tree in preorder: (start, end, 'r'|'b', depth) per node."""
         out = []
         stack = [(self.root.rb_node, 0)]
@@ -579,32 +595,35 @@ class VaTree:
             stack.append((node.left, depth + 1))
         return out
 
-    def verify(self):
+    def verify(self) -> None:
         """rb colours and black heights, parent links, order, the list and
-        (augmented) subtree_max_size; AssertionError names what is wrong."""
+        (augmented) subtree_max_size; AssertionError names what is wrong (a
+        raise, not an assert statement: it holds under python -O too)."""
         root = self.root.rb_node
-        assert root is None or root.color == RB_BLACK, "free tree: red root"
+        _check(root is None or root.color == RB_BLACK, "free tree: red root")
 
-        def walk(node, parent, lo, hi):
+        def walk(node: Node | None, parent: Node | None, lo: int, hi: int) -> int:
             if node is None:
                 return 1
-            assert node.parent is parent, "free tree: parent link"
-            assert lo <= node.va_start < node.va_end <= hi, "free tree: address order"
+            _check(node.parent is parent, "free tree: parent link")
+            _check(lo <= node.va_start < node.va_end <= hi, "free tree: address order")
             if node.color == RB_RED:
                 for c in (node.left, node.right):
-                    assert c is None or c.color == RB_BLACK, "free tree: red node with red child"
+                    _check(c is None or c.color == RB_BLACK,
+                           "free tree: red node with red child")
             lh = walk(node.left, node, lo, node.va_start)
             rh = walk(node.right, node, node.va_end, hi)
-            assert lh == rh, "free tree: black heights differ"
+            _check(lh == rh, "free tree: black heights differ")
             if self.augment:
                 m = max(va_size(node), get_subtree_max_size(node.left),
                         get_subtree_max_size(node.right))
-                assert node.subtree_max_size == m, "free tree: subtree_max_size is stale"
+                _check(node.subtree_max_size == m, "free tree: subtree_max_size is stale")
             return lh + (node.color == RB_BLACK)
 
         walk(root, None, 0, ULONG_LIMIT)
         inorder = []
-        stack, node = [], root
+        stack: list[Node] = []
+        node = root
         while stack or node is not None:
             while node is not None:
                 stack.append(node)
@@ -613,11 +632,55 @@ class VaTree:
             inorder.append(node)
             node = node.right
         listed = list(self)
-        assert listed == inorder, "free tree: the list is not the tree's in-order sequence"
-        assert len(listed) == self.count, "free tree: count"
+        _check(listed == inorder, "free tree: the list is not the tree's in-order sequence")
+        _check(len(listed) == self.count, "free tree: count")
+
+    @classmethod
+    def from_shape(cls, shape: Sequence[tuple[int, int, str, int]],
+                   augment: bool = True) -> VaTree:
+        """The tree that shape() described: (start, end, 'r'|'b', depth) in
+        preorder, linked as given (no rebalancing), with its list and
+        subtree_max_size rebuilt.  ValueError for a sequence that is not a
+        preorder, AssertionError (from verify()) for one that is not a sound
+        red-black tree in address order."""
+        tree = cls(augment)
+        path: list[Node] = []           # the nodes from the root to the last one
+        nodes: list[Node] = []
+        for start, end, colour, depth in shape:
+            va = Node(start, end)
+            va.color = RB_RED if colour == "r" else RB_BLACK
+            if not 0 <= depth <= len(path) or (depth == 0 and nodes):
+                raise ValueError(f"node {len(nodes)} at depth {depth} is not in preorder")
+            if depth:
+                parent = path[depth - 1]
+                if start < parent.va_start and parent.left is None and parent.right is None:
+                    parent.left = va
+                elif start >= parent.va_start and parent.right is None:
+                    parent.right = va
+                else:
+                    raise ValueError(f"node {len(nodes)} has no free place under its parent")
+                va.parent = parent
+            else:
+                tree.root.rb_node = va
+            del path[depth:]
+            path.append(va)
+            nodes.append(va)
+        for va in sorted(nodes, key=lambda n: n.va_start):
+            list_add(va, tree.head.prev)                    # list_add_tail()
+        tree.count = len(nodes)
+        if augment:
+            for va in reversed(nodes):                      # children before parents
+                _compute_max(va, False)
+        tree.verify()
+        return tree
 
 
-def is_within_this_va(va, size, align, vstart):
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise AssertionError(what)
+
+
+def is_within_this_va(va: Node, size: int, align: int, vstart: int) -> bool:
     """is_within_this_va(); the kernel's unsigned overflow checks ("can be
     overflowed due to big size or alignment") become: past 2**64 never fits."""
     base = va.va_start if va.va_start > vstart else vstart
@@ -630,7 +693,7 @@ def is_within_this_va(va, size, align, vstart):
 FL_FIT_TYPE, LE_FIT_TYPE, RE_FIT_TYPE, NE_FIT_TYPE, NOTHING_FIT = 1, 2, 3, 4, 0
 
 
-def classify_va_fit_type(va, nva_start_addr, size):
+def classify_va_fit_type(va: Node, nva_start_addr: int, size: int) -> int:
     """classify_va_fit_type()"""
     if nva_start_addr < va.va_start or nva_start_addr + size > va.va_end:
         return NOTHING_FIT
@@ -641,7 +704,7 @@ def classify_va_fit_type(va, nva_start_addr, size):
     return NE_FIT_TYPE
 
 
-def nva_start(va, align, vstart):
+def nva_start(va: Node, align: int, vstart: int) -> int:
     """va_alloc()'s start address: ALIGN(max(va_start, vstart), align)."""
     base = va.va_start if va.va_start > vstart else vstart
     return (base + align - 1) & -align

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .types import LockMode, SearchMode
+
 ENOENT = 2
 ERANGE = 34
 
@@ -40,7 +42,7 @@ class Profile:
     lazy_merge: bool       # lazily freed areas merge in one purge tree (v6.8)
 
     @property
-    def default_lock(self) -> str:
+    def default_lock(self) -> LockMode:
         return "node" if self.nodes else "split"
 
 
@@ -55,15 +57,15 @@ PROFILES = {
 NEWEST = "6.16"
 KERNELS = tuple(PROFILES)
 
-SEARCHES = ("kernel", "lowest")
+SEARCHES: tuple[SearchMode, ...] = ("kernel", "lowest")
 # "split": v6.8's three locks (busy tree, free tree, lazy tree); the other four
 # are the per-node designs of v6.9+ and the alternatives this package studies.
-LOCK_MODES = ("node", "global", "rwlock", "optimistic", "split")
+LOCK_MODES: tuple[LockMode, ...] = ("node", "global", "rwlock", "optimistic", "split")
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+~].*)?\s*$")
 
 
-def resolve(kernel) -> Profile:
+def resolve(kernel: object) -> Profile:
     """The profile for a version string (None: the newest).  ValueError for a
     version before 6.8 or a string that is not a version, TypeError for a
     non-string."""
@@ -87,7 +89,7 @@ def _key(name: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def resolve_lock(profile: Profile, lock) -> str:
+def resolve_lock(profile: Profile, lock: object) -> LockMode:
     """The lock design for a profile: None means the profile's own ("node"
     from v6.9, "split" for v6.8).  v6.8 has no per-node locks, so "node" does
     not combine with it; "split" is v6.8's design only."""
@@ -95,7 +97,8 @@ def resolve_lock(profile: Profile, lock) -> str:
         return profile.default_lock
     if not isinstance(lock, str):
         raise TypeError(f"lock must be a str or None, not {type(lock).__name__}")
-    if lock not in LOCK_MODES:
+    mode = next((m for m in LOCK_MODES if m == lock), None)
+    if mode is None:
         raise ValueError(f"lock must be one of {LOCK_MODES} or None, not {lock!r}")
     if lock == "node" and not profile.nodes:
         raise ValueError("lock='node' needs per-node locks, which kernel 6.8 does not have "
@@ -104,23 +107,25 @@ def resolve_lock(profile: Profile, lock) -> str:
     if lock == "split" and profile.nodes:
         raise ValueError(f"lock='split' is v6.8's three locks; kernel {profile.name} has "
                          "per-node locks (lock='node')")
-    return lock
+    return mode
 
 
-def lock_modes(profile: Profile | None = None) -> tuple[str, ...]:
+def lock_modes(profile: Profile | None = None) -> tuple[LockMode, ...]:
     """The lock designs that combine with a profile (default: the newest)."""
     profile = PROFILES[NEWEST] if profile is None else profile
     return tuple(m for m in LOCK_MODES if m != ("node" if not profile.nodes else "split"))
 
 
-def resolve_search(search) -> str:
+def resolve_search(search: object) -> SearchMode:
+    """search=: None is the kernel's search."""
     if search is None:
         return "kernel"
     if not isinstance(search, str):
         raise TypeError(f"search must be a str or None, not {type(search).__name__}")
-    if search not in SEARCHES:
+    mode = next((m for m in SEARCHES if m == search), None)
+    if mode is None:
         raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
-    return search
+    return mode
 
 
 def failure_value(profile: Profile, kind: str, vend_printed: int) -> int:

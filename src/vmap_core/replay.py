@@ -91,14 +91,13 @@ pass over the trace infers it by these rules, each counted in the report
 With ``start="empty"`` nothing is inferred: the space starts empty, which is
 exact for a trace recorded by vmap_core itself from an empty space (``trace=``),
 and such a trace replays at 100%.  The library imports no command-line code;
-``python -m vmap_core replay`` is in vmap_core.cli_replay.
+``python -m vmap_core replay`` is in vmap_core.cli.replay.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-import dataclasses
 from dataclasses import dataclass, field
 
 from . import profiles
@@ -897,7 +896,7 @@ def _space_class(impl):
 
 def unpurged_pages(vmallocinfo_path, page=PAGE):
     """Pages of the ``unpurged vm_area`` lines of a /proc/vmallocinfo dump."""
-    from . import vmallocinfo
+    from .kernel import vmallocinfo
     text, _ = vmallocinfo.read(vmallocinfo_path)
     return sum(page_align_up(e.size, page) // page for e in vmallocinfo.parse(text).entries
                if e.unpurged)

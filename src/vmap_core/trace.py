@@ -42,8 +42,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ._traceparse import ENOENT_VALUE, ERANGE_VALUE, Alloc, Free, Purge, parse_chunk
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EVENTS = ("alloc_vmap_area", "free_vmap_area_noflush", "purge_vmap_area_lazy")
 CHUNK_SIZE = 1 << 20
@@ -225,7 +230,8 @@ class Recorder:
     (the shrinker) write nothing, as in the kernel.
     """
 
-    def __init__(self, out, *, task="vmap_core", clock=time.monotonic):
+    def __init__(self, out: SupportsWrite[str], *, task: str = "vmap_core",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not callable(getattr(out, "write", None)):
             raise TypeError("a Recorder writes to a text stream with .write()")
         self.out = out
@@ -234,7 +240,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._started = False
 
-    def start(self, space):
+    def start(self, space: Any) -> None:
         if self._started:
             return
         self._started = True
@@ -242,38 +248,36 @@ class Recorder:
             f"# tracer: nop\n#\n# vmap_core recorder: [{space.start:#x}, {space.end:#x}) "
             f"kernel {space.kernel}   #P:{space.nr_nodes}\n#\n")
 
-    def _line(self, cpu, event, fields):
+    def _line(self, space: Any, cpu: int | None, event: str, fields: str) -> None:
         ts = self.clock()
         pid = threading.get_native_id()
+        if cpu is None:     # the node a space picks for this thread: reference.current_cpu()
+            cpu = pid % space.nr_nodes
         text = f"{self.task:>16}-{pid:<7} [{cpu:03d}] ..... {ts:12.6f}: {event}: {fields}\n"
         with self._lock:
             self.out.write(text)
 
-    def alloc(self, space, nva, size, align, vstart, vend, err, cpu):
+    def alloc(self, space: Any, nva: int | None, size: int, align: int, vstart: int,
+              vend: int, err: str | None, cpu: int | None) -> None:
         from .profiles import failure_value, resolve
         vend_printed = vend - 1
         if err is None:
             va = nva
         else:
             va = failure_value(resolve(space.kernel), err, vend_printed)
-        if cpu is None:
-            from .reference import current_cpu
-            cpu = current_cpu() % space.nr_nodes
-        self._line(cpu, "alloc_vmap_area",
+        self._line(space, cpu, "alloc_vmap_area",
                    f"va_start: {va} size={size} align={align} vstart={vstart:#x} "
                    f"vend={vend_printed:#x} failed={int(err is not None)}")
 
-    def free(self, space, va_start, nr_lazy):
-        from .reference import current_cpu
-        self._line(current_cpu() % space.nr_nodes, "free_vmap_area_noflush",
+    def free(self, space: Any, va_start: int, nr_lazy: int) -> None:
+        self._line(space, None, "free_vmap_area_noflush",
                    f"va_start={va_start:#x} nr_lazy={nr_lazy} "
                    f"nr_lazy_max={space.lazy_max_pages}")
 
-    def purge(self, space, start, end, num_purged):
-        from .reference import current_cpu
+    def purge(self, space: Any, start: int, end: int, num_purged: int) -> None:
         if num_purged == 0:
             start, end = ULONG_MAX, 0
-        self._line(current_cpu() % space.nr_nodes, "purge_vmap_area_lazy",
+        self._line(space, None, "purge_vmap_area_lazy",
                    f"start={start:#x} end={min(end, ULONG_MAX):#x} num_purged={num_purged}")
 
 

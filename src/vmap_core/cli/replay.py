@@ -5,21 +5,25 @@ trace's events into a space over its vmalloc range, with its CPUs as nodes
 and the chosen kernel profile; prints the agreement, the mismatches by class
 and cause, the inferences by rule, purges, failed allocations, nr_lazy and
 the first divergences; ``--json PATH`` writes the report, ``--plot PATH``
-draws agreement and the free tree's blocks over the trace (needs vmap_core[plot]).
+draws agreement and the free tree's blocks over the trace (needs matplotlib).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
+from typing import Any
+
+from . import common
+
+NAME = "replay"
 
 
-def _add_replay(sub) -> None:
-    from .cli import _Help, _nonneg_int, _positive_int
-    from .profiles import KERNELS, NEWEST
+def add_parser(sub: Any) -> None:
+    from ..profiles import KERNELS, NEWEST
     p = sub.add_parser(
-        "replay", formatter_class=_Help,
+        NAME, formatter_class=common.HelpFormatter,
         help="replay a kernel vmalloc trace and measure where the model agrees",
         description="Replay the alloc_vmap_area / free_vmap_area_noflush / "
         "purge_vmap_area_lazy events of a trace (tracefs trace or trace_pipe, trace-cmd "
@@ -37,38 +41,31 @@ def _add_replay(sub) -> None:
     p.add_argument("--vmallocinfo-before", metavar="FILE",
                    help="/proc/vmallocinfo taken before the trace: its unpurged total is the "
                    "kernel's lazy pages at the start")
-    p.add_argument("--nr-nodes", type=_positive_int, default=None,
+    p.add_argument("--nr-nodes", type=common.nr_nodes_arg, default=None,
                    help="nodes of the space (default: the trace's CPUs, clamped to 1..128)")
     p.add_argument("--auto-purge", action="store_true",
                    help="let the model purge by itself at the trace's nr_lazy_max instead of "
                    "where the trace purges")
-    p.add_argument("--split", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--split", type=common.float_in(0, 1), default=None, metavar="FRACTION",
                    help="the inference sees only the events before this fraction; agreement "
                    "is reported before and after it")
-    p.add_argument("--divergences", type=_nonneg_int, default=10, metavar="N",
+    p.add_argument("--divergences", type=common.int_in(0), default=10, metavar="N",
                    help="how many mismatches to show with their neighbourhood")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON here")
     p.add_argument("--plot", metavar="PATH",
-                   help="write a PNG of agreement and fragmentation over the trace")
-    p.set_defaults(func=_cmd_replay, parser=p)
+                   help="write a picture of agreement and fragmentation over the trace, in "
+                   "the format its extension names (PNG without one; needs matplotlib)")
+    p.set_defaults(func=run, parser=p)
 
 
-def _cmd_replay(args) -> int:
-    from .replay import replay
-    for opt, path in (("--json", args.json), ("--plot", args.plot)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            args.parser.error(f"{opt} {path}: no such directory")
+def run(args: argparse.Namespace) -> int:
+    from ..replay import replay
+    common.check_out_dir(args.parser, "--json", args.json)
+    common.check_image_path(args.parser, "--plot", args.plot, "the replay plot")
     if args.trace == "-" and args.start == "infer":
         args.parser.error("standard input is read once: use --start empty, or a file")
-    if args.split is not None and not 0 < args.split < 1:
+    if args.split == 1:
         args.parser.error("--split must be a fraction in (0, 1)")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("vmap-core: --plot needs matplotlib (pip install vmap_core[plot])",
-                  file=sys.stderr)
-            return 2
     try:
         report = replay(args.trace, kernel=args.kernel, impl=args.impl, start=args.start,
                         nr_nodes=args.nr_nodes, auto_purge=args.auto_purge,
@@ -81,21 +78,20 @@ def _cmd_replay(args) -> int:
     except (ValueError, TypeError) as e:
         print(f"vmap-core: {e}", file=sys.stderr)
         return 1
-    print_report(report)
+    for line in summary_lines(report):
+        print(line)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_json(), f, indent=2)
-            f.write("\n")
+        common.write_json(args.json, report.to_json())
         print(f"wrote {args.json}")
     if args.plot:
-        plot(report, args.plot)
-        print(f"wrote {args.plot}")
+        fmt = common.save_figure(figure(report), args.plot)
+        print(f"wrote {args.plot} ({fmt.upper()})")
     return 0
 
 
-def summary_lines(report) -> list[str]:
+def summary_lines(report: Any) -> list[str]:
     """The report as plain lines (what the command prints)."""
-    from .replay import CLASSES, RULES
+    from ..replay import CLASSES, RULES
     j = report.to_json()
     t, sp = j["trace"], j["space"]
     n, ok = j["allocations"], j["at_kernel_address"]
@@ -109,14 +105,14 @@ def summary_lines(report) -> list[str]:
         f"{sp['end']:#x}), {sp['nr_nodes']} nodes, search {sp['search']}, lock "
         f"{sp['lock']}, start {j['start']}",
         "",
-        f"allocations at the kernel's address: {ok:,} of {n:,} ({100 * j['agreement']:.2f}%)"
+        f"allocations at the kernel's address: {ok:,} of {n:,} ({common.percent(j['agreement'])})"
         f"  [model's own choice: {j['agree_by_source'].get('free', 0):,} from the free tree, "
         f"{j['agree_by_source'].get('pool', 0):,} from a pool]",
     ]
     if pre:
         rest = n - pre
         lines.append(f"  leaving out the {pre:,} the kernel took from state before the trace: "
-                     f"{ok:,} of {rest:,} ({100 * ok / rest if rest else 100:.2f}%)")
+                     f"{ok:,} of {rest:,} ({common.percent(ok / rest if rest else 1)})")
     f = j["failed_allocations"]
     lines.append(f"failed allocations: {f['kernel']} in the trace, {f['model_also_failed']} "
                  "failed in the model too")
@@ -148,7 +144,7 @@ def summary_lines(report) -> list[str]:
         for part in ("seen", "unseen"):
             a, b = s[part]["at_kernel_address"], s[part]["allocations"]
             lines.append(f"split at event {s['index']:,}: {part} part {a:,} of {b:,} "
-                         f"({100 * a / b if b else 100:.2f}%)")
+                         f"({common.percent(a / b if b else 1)})")
     if j["divergences"]:
         lines.append(f"first {len(j['divergences'])} divergences (line, cpu, class: kernel -> "
                      "model):")
@@ -166,19 +162,13 @@ def summary_lines(report) -> list[str]:
     return lines
 
 
-def print_report(report) -> None:
-    for line in summary_lines(report):
-        print(line)
-
-
-def plot(report, path) -> None:
-    """Agreement (per window and cumulative) and the free tree's blocks
-    against the allocations replayed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(report: Any) -> Any:
+    """A matplotlib Figure: agreement (per window and cumulative) and the free
+    tree's blocks against the allocations replayed."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
     t = report.timeline
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig = Figure(figsize=(9, 4.5), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
     x = t["alloc_index"]
     ax.plot(x, [100 * a for a in t["window_agreement"]], color="tab:blue", alpha=0.45,
             label="at the kernel's address, per window (%)")
@@ -192,10 +182,8 @@ def plot(report, path) -> None:
     ax2.set_ylabel("free blocks (fragmentation)", color="tab:red")
     ax2.set_ylim(0, max(t["free_blocks"] or [1]) * 1.1)
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [x.get_label() for x in lines], loc="lower right", fontsize=8)
-    ax.set_title(f"replay of {os.path.basename(str(report.trace.get('name')))}: kernel "
-                 f"{report.profile} profile, {100 * report.agreement:.1f}% at the kernel's "
-                 "address", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
+    common.fit_title(fig, ax, f"replay of {os.path.basename(str(report.trace.get('name')))}: "
+                     f"kernel {report.profile} profile, {report.agreement:.1%} at the "
+                     "kernel's address")
+    return fig

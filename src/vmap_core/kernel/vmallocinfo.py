@@ -239,13 +239,14 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None 
     stay lazy as in the dump).  Each busy area is placed with ``alloc(size,
     vstart=addr, vend=addr + size, caller=...)``; ``unpurged vm_area`` lines
     (lazily freed, not yet purged) are placed and freed lazily, or, with
-    ``keep_unpurged=False`` or a space without ``free_lazy``, left free.  ``gap``: bytes between relaid areas whose neighbours are unknown
-    (default one page); ``source``: the dump's name in the notes.  Returns
+    ``keep_unpurged=False`` or a space without ``free_lazy``, left free.
+    ``gap``: bytes between relaid areas whose neighbours are unknown (default
+    one page); ``source``: the dump's name in the notes.  Returns
     ``(space, notes)``; raises ``ValueError`` when the dump holds no area
     (OSError when the path cannot be read).
     """
     if cls is None:
-        from . import VmapSpace as cls
+        from .._space import VmapSpace as cls
     text, where = read(text_or_path)
     where = source or where
     dump = parse(text)
