@@ -759,29 +759,6 @@ def render(result, console):
         print()
 
 
-def targets(results):
-    """The issue's targets, checked at 10^5 (where present)."""
-    lines = []
-    for res in results:
-        if res["n"] != 10**5:
-            continue
-        p = res["peers"]
-        core, scp, si = p.get("vmap_core"), p.get("sortedcontainers"), p.get("superintervals")
-        if not core:
-            continue
-        if scp:
-            lines.append(("find >= 15x faster than sortedcontainers at 1e5",
-                          scp["find_ratio"], scp["find_ratio"] >= 15))
-            lines.append(("churn >= 4x faster than sortedcontainers at 1e5",
-                          scp["churn_ratio"], scp["churn_ratio"] >= 4))
-        if si:
-            lines.append(("find no slower than superintervals at 1e5",
-                          si["find_ratio"], si["find_ratio"] >= 1))
-        lines.append(("<= 64 bytes per live area", core["bytes_per_area"],
-                      core["bytes_per_area"] <= 64))
-    return [{"target": t, "value": v, "met": ok} for t, v, ok in lines]
-
-
 def parse_size(tok):
     """An integer count, also written as 1e5 or 100_000."""
     try:
@@ -891,16 +868,6 @@ def main(argv=None):
         gc.collect()
     total = time.perf_counter() - t_start
 
-    tg = targets(results)
-    for t in tg:
-        v = t["value"]
-        vs = f"{v:.2f}x" if "bytes" not in t["target"] else f"{v:.1f} B"
-        line = f"target: {t['target']}: {vs} -> {'met' if t['met'] else 'NOT met'}"
-        if console is not None:
-            console.print(line, style="green" if t["met"] else "red", highlight=False)
-        else:
-            print(line)
-
     doc = {
         "meta": {
             "cpu_count": os.cpu_count(),
@@ -922,7 +889,6 @@ def main(argv=None):
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "results": results,
-        "targets": tg,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,21 +1,29 @@
 """The constructor configurations that the differential fuzzer and the
-fault-injection tests run over: every shape x every lock mode x every kernel
-profile.  A new profile (``kernel="6.8"``, ...) is one line in PROFILES.
+fault-injection tests run over: every shape x every lock design x every
+kernel profile, where they combine.  A new profile is one line in PROFILES.
 """
 
 from __future__ import annotations
 
 P = 4096
 
-LOCK_MODES = ("node", "global", "rwlock", "optimistic")
+# Every lock design: the per-node ones of v6.9+ and v6.8's three locks
+# ("split"); profiles.resolve_lock() says which combine with which kernel.
+LOCK_MODES = ("node", "global", "rwlock", "optimistic", "split")
 
-# Kernel-version profiles the core models; {} is the default behaviour.
+# Kernel-version profiles (vmap_core.profiles), with the kernel's aligned
+# search; the exact lowest match (search="lowest") where it differs, i.e.
+# with nodes and pools (6.8 adds nothing the 6.16 row does not cover).
 PROFILES: tuple[dict, ...] = (
-    {},
+    {"kernel": "6.16"},
+    {"kernel": "6.9"},
+    {"kernel": "6.8"},
+    {"kernel": "6.16", "search": "lowest"},
 )
 
 # Space shapes: small ranges so that the free tree fills and the purge paths
 # run, tiny zones so that areas span nodes, and the edges of the address space.
+# A profile without nodes (6.8) runs each with one node.
 SHAPES: dict[str, dict] = {
     "nodes3": dict(start=1 << 30, end=(1 << 30) + (256 * P), nr_nodes=3, zone_size=2 * P,
                    lazy_max_pages=24),
@@ -28,15 +36,28 @@ SHAPES: dict[str, dict] = {
 }
 
 
+def combines(lock: str, profile: dict) -> bool:
+    """Whether a lock design combines with a kernel profile (as
+    profiles.resolve_lock() decides: "split" is v6.8's only, "node" needs
+    the nodes of v6.9+)."""
+    if profile.get("kernel") == "6.8":
+        return lock != "node"
+    return lock != "split"
+
+
 def configs(shapes=None, locks=LOCK_MODES, profiles=PROFILES):
-    """(id, kwargs) for every combination; kwargs include start and end."""
+    """(id, kwargs) for every combination that combines; kwargs include start and end."""
     out = []
     for shape in shapes or SHAPES:
         for lock in locks:
             for profile in profiles:
+                if not combines(lock, profile):
+                    continue
+                kw = dict(SHAPES[shape], lock=lock, **profile)
+                if profile.get("kernel") == "6.8":
+                    kw["nr_nodes"] = 1          # v6.8 has no nodes
                 tag = "-".join(f"{k}={v}" for k, v in profile.items())
-                name = "-".join(x for x in (shape, lock, tag) if x)
-                out.append((name, dict(SHAPES[shape], lock=lock, **profile)))
+                out.append(("-".join(x for x in (shape, lock, tag) if x), kw))
     return out
 
 

@@ -149,3 +149,13 @@ def run_child(code: str, timeout: float = 60) -> "subprocess.CompletedProcess":
     assert proc.returncode == 0, (f"child exited with {proc.returncode} "
                                   f"(negative: killed by that signal)\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def assert_inside_figure(fig, text):
+    """A matplotlib Text artist lies wholly inside its figure (nothing cut off)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = text.get_window_extent(renderer=canvas.get_renderer())
+    assert box.x0 >= 0 and box.y0 >= 0, (box, fig.bbox)
+    assert box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)

@@ -75,7 +75,7 @@ def impl(request):
 
 @pytest.fixture(scope="session")
 def core():
-    """The Cython core class alone (for core-only hooks such as _debug_corrupt)."""
+    """The Cython core class alone (for the core-only test hooks of vmap_core._testhooks)."""
     return _util.require_core()
 
 

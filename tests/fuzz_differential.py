@@ -2,11 +2,16 @@
 core and on the pure-Python reference side by side.
 
 After every call both must have returned the same value or raised the same
-exception type, and every view must agree: busy areas (iter), free, lazy and
-pooled areas, vmallocinfo(), the stats both report, len(), the purges
-reported to on_purge, and check() must pass on both.  The first byte of an
-input picks the constructor configuration (tests/_configs.py: every shape x
-every lock mode x every kernel profile); the rest decode into calls.
+exception (type; and message, result and count for OnPurgeError), and every
+view must agree: busy areas (iter), free, lazy and pooled areas,
+vmallocinfo(), the stats both report, len(), the free tree's shape, the
+purges reported to on_purge, the tracepoints written to a trace= recorder,
+and check() must pass on both.  The first byte of an input picks the
+constructor configuration (tests/_configs.py: every shape x every lock
+design x every kernel profile), the second whether the space purges by
+itself (auto_purge); the rest decode into calls: every method, a flush
+(on_purge) that starts or stops failing, and a copy (the pickled states must
+be equal, and the copies carry on).
 
 Engines (python tests/fuzz_differential.py --help):
 
@@ -27,6 +32,8 @@ from __future__ import annotations
 import argparse
 import array
 import collections
+import copy
+import io
 import json
 import pathlib
 import random
@@ -37,8 +44,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _configs import configs, make  # noqa: E402
 
-from vmap_core import VmapSpace  # noqa: E402
+from vmap_core import OnPurgeError, VmapSpace  # noqa: E402
 from vmap_core.reference import ReferenceSpace  # noqa: E402
+from vmap_core.trace import Recorder  # noqa: E402
 
 CONFIGS = configs()
 COMMON_STATS = ("busy_areas", "busy_bytes", "free_areas", "free_bytes", "largest_free",
@@ -75,19 +83,35 @@ class Reader:
         return seq[self.byte() % len(seq)]
 
 
-class Space:
-    """One implementation under test, with its on_purge log."""
+class FlushFailed(Exception):
+    """What a failing on_purge raises."""
 
-    def __init__(self, cls, kw):
+
+class Space:
+    """One implementation under test, with its on_purge log and its trace."""
+
+    def __init__(self, cls, kw, auto_purge):
         self.purges = []
-        self.s = make(cls, dict(kw, on_purge=lambda a, b: self.purges.append((a, b))))
+        self.fail_flush = False
+        self.trace = io.StringIO()
+
+        def flush(start, end):      # a function, which copies keep (a bound method is copied)
+            self.purges.append((start, end))
+            if self.fail_flush:
+                raise FlushFailed(f"flush of [{start:#x}, {end:#x}) failed")
+
+        self.s = make(cls, dict(kw, on_purge=flush, auto_purge=auto_purge,
+                                trace=Recorder(self.trace, clock=lambda: 0.0)))
 
 
 def outcome(fn, *args, **kwargs):
-    """("ok", value) or ("raise", exception type name)."""
+    """("ok", value) or ("raise", exception type name[, what OnPurgeError says])."""
     try:
         value = fn(*args, **kwargs)
-    except (ValueError, TypeError, KeyError, MemoryError, OverflowError) as e:
+    except OnPurgeError as e:
+        return ("raise", "OnPurgeError", str(e), plain(e.result), e.purged,
+                type(e.__cause__).__name__)
+    except (ValueError, TypeError, KeyError, MemoryError, OverflowError, RuntimeError) as e:
         return ("raise", type(e).__name__)
     return ("ok", plain(value))
 
@@ -112,7 +136,9 @@ def views(sp: Space):
         "info": s.vmallocinfo(),
         "stats": {k: st[k] for k in COMMON_STATS},
         "len": len(s),
+        "shape": s._free_tree_shape(),
         "purges": list(sp.purges),
+        "trace": sp.trace.getvalue(),
     }
 
 
@@ -143,9 +169,61 @@ def addr_choices(r: Reader, s, *, start_bias=False) -> int:
 
 def decode_call(r: Reader, s):
     """(name, args, kwargs) of one call, decoded from r against space s (the
-    core's view is the same as the reference's while they agree)."""
+    core's view is the same as the reference's while they agree).  Two names
+    are not methods: "flaky" (on_purge starts or stops failing) and "copy"."""
     ps = s.page_size
-    op = r.byte() % 16
+    op = r.byte() % 22
+    if op == 16:                                   # predict: alloc()'s arguments
+        name, args, kw = decode_call_alloc(r, s)
+        kw.pop("caller", None)
+        return "predict", args, kw
+    if op == 17:
+        return decode_alloc_at(r, s)
+    if op == 18:
+        return "locate", (addr_choices(r, s),), {}
+    if op == 19:
+        return "flaky", (), {}
+    if op == 20:
+        return "copy", (), {}
+    if op == 21:
+        return "alloc", (ps,), {"cpu": r.byte()}  # the pools' fast path
+    return decode_op(op, r, s)
+
+
+def decode_alloc_at(r: Reader, s):
+    """alloc_at(): mostly a free range (where pages start), sometimes a pooled
+    or lazy area exactly, or an edge."""
+    ps = s.page_size
+    pooled = [a for a, _ in s.pooled_areas()]
+    lazy = s.lazy_areas()
+    b = r.byte()
+    if b & 3 == 0 and pooled:
+        a = r.pick(pooled)
+        addr, size = a.start, a.size
+    elif b & 3 == 1 and lazy:
+        a = r.pick(lazy)
+        addr, size = a.start, a.size
+    else:
+        addr = s.start + (r.int(2) % ((s.end - s.start) // ps)) * ps
+        size = r.pick((1, 1, 2, 3, 8)) * ps
+        if odd(r):
+            addr, size = r.pick(((addr + 1, size), (addr, size + 1), (addr, 0), (-ps, ps),
+                                 (s.end - ps, 2 * ps), (2**64, ps), ("x", ps)))
+    kw = {}
+    if b & 4:
+        kw["cpu"] = r.pick((0, 1, 2, 7)) if not odd(r) else -1
+    if b & 8:
+        kw["caller"] = "at"
+    return "alloc_at", (addr, size), kw
+
+
+def decode_call_alloc(r: Reader, s):
+    return decode_op(0, r, s)
+
+
+def decode_op(op: int, r: Reader, s):
+    """The calls of ops 0-15."""
+    ps = s.page_size
     if op <= 5:                                    # alloc is the most common call
         pages = r.pick((1, 1, 1, 1, 2, 2, 3, 4, 5, 8, 16, 17, 64, 256, 257, 300))
         size = pages * ps
@@ -200,18 +278,27 @@ def run_input(data: bytes, counts: collections.Counter | None = None) -> None:
     if not data:
         return
     name, kw = CONFIGS[data[0] % len(CONFIGS)]
-    if counts is not None:
-        counts[kw["lock"]] += 1
     r = Reader(data[1:])
-    core, ref = Space(VmapSpace, kw), Space(ReferenceSpace, kw)
+    auto_purge = r.byte() % 4 != 3                  # one input in four: no automatic purge
+    if counts is not None:
+        counts[name] += 1
+    core, ref = Space(VmapSpace, kw, auto_purge), Space(ReferenceSpace, kw, auto_purge)
     for step in range(MAX_CALLS):
         if not r.more():
             break
         method, args, kwargs = decode_call(r, ref.s)
-        got = outcome(getattr(core.s, method), *args, **kwargs)
-        want = outcome(getattr(ref.s, method), *args, **kwargs)
         where = f"config {name}, call {step}: {method}{args}{kwargs or ''}, input {data.hex()}"
-        assert got == want, f"{where}: core {got} != reference {want}"
+        if method == "flaky":
+            core.fail_flush = ref.fail_flush = not ref.fail_flush
+            continue
+        if method == "copy":
+            got, want = core.s.__reduce__()[2], ref.s.__reduce__()[2]
+            assert got == want, f"{where}: pickled states differ: core {got} reference {want}"
+            core.s, ref.s = copy.deepcopy(core.s), copy.deepcopy(ref.s)   # they record nothing
+        else:
+            got = outcome(getattr(core.s, method), *args, **kwargs)
+            want = outcome(getattr(ref.s, method), *args, **kwargs)
+            assert got == want, f"{where}: core {got} != reference {want}"
         vc, vr = views(core), views(ref)
         for key in vc:
             assert vc[key] == vr[key], f"{where}: {key} differs: core {vc[key]} reference {vr[key]}"
@@ -261,8 +348,18 @@ def atheris_engine(seconds: float | None, runs: int | None, max_len: int, corpus
 
 
 def report(counts, engine):
+    """One JSON line: inputs in all, per configuration, per lock design and per
+    kernel profile."""
     total = sum(counts.values())
-    print(json.dumps({"engine": engine, "inputs": total, "per_lock_mode": dict(counts)}),
+    per_lock: collections.Counter = collections.Counter()
+    per_profile: collections.Counter = collections.Counter()
+    kws = dict(CONFIGS)
+    for name, n in counts.items():
+        kw = kws[name]
+        per_lock[kw["lock"]] += n
+        per_profile["-".join(f"{k}={kw[k]}" for k in ("kernel", "search") if k in kw)] += n
+    print(json.dumps({"engine": engine, "inputs": total, "per_lock_mode": dict(per_lock),
+                      "per_profile": dict(per_profile), "per_config": dict(sorted(counts.items()))}),
           flush=True)
 
 

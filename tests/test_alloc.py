@@ -180,9 +180,10 @@ def test_vstart_in_the_middle_of_a_block(impl):
 
 
 def test_large_alignment_takes_lower_misaligned_block(impl):
-    """Unlike the kernel (which searches size + align - 1), a lower block that is
-    not aligned but still holds an aligned fit must win over a higher aligned one."""
-    s = impl(0, 64 * P, nr_nodes=1)
+    """With search="lowest" (unlike the kernel, which searches size + align -
+    1), a lower block that is not aligned but still holds an aligned fit must
+    win over a higher aligned one."""
+    s = impl(0, 64 * P, nr_nodes=1, search="lowest")
     holes = [(P, 4 * P), (7 * P, 10 * P), (16 * P, 64 * P)]
     carve(s, 0, 64 * P, holes)
     # [1P,4P): ALIGN(1P, 8P) = 8P > 4P, no fit.  [7P,10P) is 3 pages, less than
@@ -210,10 +211,57 @@ def test_large_alignment_takes_lower_misaligned_block(impl):
 def test_lowest_aligned_fit_beats_kernel_choice(impl, holes, size, align, expect):
     holes = [(a * P, b * P) for a, b in holes]
     end = holes[-1][1] + P
-    s = impl(0, end, nr_nodes=2, zone_size=P)
+    s = impl(0, end, nr_nodes=2, zone_size=P, search="lowest")
     carve(s, 0, end, holes)
     assert lowest_linear_match(holes, size * P, align * P, 0, end) == expect * P
     assert s.alloc(size * P, align * P) == expect * P
+    s.check()
+
+
+# -- the kernel's aligned search (search="kernel", the default) ------------------
+
+def three_block_tree(impl, **kw):
+    """Free blocks [62P, 66P) and [70P, 200P) carved from [0, 201P) low to high.
+    The no-edge clip at 66P keeps the block as its right part ([70P, 201P), the
+    root) and inserts the left part [62P, 66P) below it, as va_clip() does."""
+    s = impl(0, 201 * P, nr_nodes=2, zone_size=P, **kw)
+    assert s.alloc(62 * P) == 0
+    assert s.alloc(4 * P, vstart=66 * P, vend=70 * P) == 66 * P
+    assert s.alloc(P, vstart=200 * P) == 200 * P
+    assert free(s) == [(62 * P, 66 * P), (70 * P, 200 * P)]
+    return s
+
+
+def test_kernel_search_follows_the_tree_shape(impl):
+    """find_vmap_lowest_match() for 2 pages aligned to 32: the length is 33
+    pages, so the root [70P, 200P) is reached without entering its left child,
+    and 96P is the kernel's answer although [62P, 66P) holds 64P."""
+    s = three_block_tree(impl)
+    assert s._free_tree_shape() == [(70 * P, 200 * P, "b", 0), (62 * P, 66 * P, "r", 1)]
+    assert s.predict(2 * P, 32 * P) == (96 * P, "free")
+    assert s.alloc(2 * P, 32 * P) == 96 * P
+    s.check()
+    lowest = three_block_tree(impl, search="lowest")
+    assert lowest.alloc(2 * P, 32 * P) == 64 * P
+
+
+def test_kernel_search_skips_a_lower_block_smaller_than_the_length(impl):
+    """A page aligned to 4 pages: the length is 4 pages; the root [12P, 64P)
+    does not enter its left child [8P, 11P) (3 pages) although 8P would fit."""
+    s = impl(0, 64 * P, nr_nodes=1)
+    assert s.alloc(8 * P) == 0
+    assert s.alloc(P, vstart=11 * P, vend=12 * P) == 11 * P     # [8P, 11P) splits off
+    assert s._free_tree_shape() == [(12 * P, 64 * P, "b", 0), (8 * P, 11 * P, "r", 1)]
+    assert s.alloc(P, 4 * P) == 12 * P
+    assert s.alloc(P, P) == 8 * P                 # page alignment: no adjustment
+    s.check()
+
+
+def test_no_length_adjustment_for_an_exact_range(impl):
+    """(vend - vstart) == size: the kernel does not add align - 1, else an
+    exact window could never be found."""
+    s = impl(0, 64 * P, nr_nodes=1)
+    assert s.alloc(8 * P, 8 * P, vstart=16 * P, vend=24 * P) == 16 * P
     s.check()
 
 
@@ -456,7 +504,7 @@ def carved_request(draw):
 @given(req=carved_request())
 def test_alloc_matches_lowest_linear_match(impl, req):
     n, holes, size, align, vstart, vend = req
-    s = impl(0, n * P, nr_nodes=3, zone_size=2 * P)
+    s = impl(0, n * P, nr_nodes=3, zone_size=2 * P, search="lowest")
     carve(s, 0, n * P, holes)
     expect = lowest_linear_match(holes, size, align, vstart, vend)
     before = snapshot(s)

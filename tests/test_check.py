@@ -1,6 +1,6 @@
 """check() verifies every invariant, and is shown able to fail.
 
-The core's test-only hook ``_debug_corrupt(kind)`` breaks one invariant; check()
+The core's test-only hook ``_testhooks.debug_corrupt(space, kind)`` breaks one invariant; check()
 must then raise AssertionError.  The reference's checker is shown to fail by
 corrupting its plain-Python state directly.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from _util import P, TOP, busy, free, snapshot
+
+from vmap_core._testhooks import debug_corrupt
 
 # kind -> a word the AssertionError must contain ("naming the broken one")
 NAMES = {
@@ -58,7 +60,7 @@ def test_check_on_empty_and_full(impl, lock):
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 def test_check_catches_core_corruption(core, lock, kind):
     s = rich_space(core, lock)
-    s._debug_corrupt(kind)
+    debug_corrupt(s, kind)
     with pytest.raises(AssertionError, match=f"(?i){NAMES[kind]}"):
         s.check()
 
@@ -66,7 +68,7 @@ def test_check_catches_core_corruption(core, lock, kind):
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 def test_check_catches_core_corruption_at_the_top(core, kind):
     s = rich_space(core, "node", start=TOP - 256 * P)
-    s._debug_corrupt(kind)
+    debug_corrupt(s, kind)
     with pytest.raises(AssertionError):
         s.check()
 
@@ -75,7 +77,7 @@ def test_debug_corrupt_rejects_unknown_kind(core):
     s = rich_space(core, "node")
     before = snapshot(s)
     with pytest.raises(ValueError):
-        s._debug_corrupt("no-such-invariant")
+        debug_corrupt(s, "no-such-invariant")
     assert snapshot(s) == before
     s.check()
 
@@ -85,7 +87,7 @@ def test_debug_corrupt_covers_every_kind(core):
     for kind in CORRUPTIONS:
         s = rich_space(core, "node")
         s.check()
-        s._debug_corrupt(kind)
+        debug_corrupt(s, kind)
         with pytest.raises(AssertionError):
             s.check()
 
@@ -105,20 +107,27 @@ def ref_space():
     return s
 
 
+def _blocks(s):
+    return list(s._ft)                      # the free tree's nodes, in address order
+
+
 def _overlap(s):
-    s._free[0][1] += P                       # free block runs into a busy area
+    _blocks(s)[0].va_end += P               # free block runs into a busy area
 
 
 def _gap(s):
-    s._free[0][0] += P                       # a page neither free nor busy
+    _blocks(s)[0].va_start += P             # a page neither free nor busy
 
 
 def _touching(s):
-    s._free[0:2] = [[2 * P, 3 * P], [3 * P, 4 * P]] + [s._free[1]]
+    from vmap_core.freetree import Node
+    first = _blocks(s)[0]
+    first.va_end -= P                       # two free blocks where there was one
+    s._ft.insert(Node(first.va_end, first.va_end + P))
 
 
 def _past_end(s):
-    s._free[-1][1] += P
+    _blocks(s)[-1].va_end += P
 
 
 def _busy_order(s):
@@ -126,11 +135,25 @@ def _busy_order(s):
 
 
 def _empty_block(s):
-    s._free.insert(0, [P // 2, P // 2])
+    from vmap_core.freetree import Node
+    s._ft.insert(Node(P // 2, P // 2))
+
+
+def _red_root(s):
+    s._ft.root.rb_node.color = 0
+
+
+def _stale_subtree_max(s):
+    s._ft.root.rb_node.subtree_max_size += P
+
+
+def _list_order(s):
+    b = _blocks(s)
+    b[0].next, b[1].next = b[1].next, b[0].next
 
 
 @pytest.mark.parametrize("corrupt", [_overlap, _gap, _touching, _past_end, _busy_order,
-                                     _empty_block])
+                                     _empty_block, _red_root, _stale_subtree_max, _list_order])
 def test_reference_check_catches_corruption(corrupt):
     s = ref_space()
     corrupt(s)

@@ -83,10 +83,39 @@ def test_constructor_value_errors(impl, over):
 
 
 def test_constructor_lock_not_a_string(impl):
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError):
         impl(B, E, lock=1)
-    with pytest.raises((TypeError, ValueError)):
-        impl(B, E, lock=None)
+    assert impl(B, E, lock=None).lock == "node"          # the newest profile's design
+
+
+@pytest.mark.parametrize("kernel,lock,nr_nodes,error", [
+    ("6.8", "node", None, ValueError),        # v6.8 has no per-node locks
+    ("6.8", None, 4, ValueError),             # nor nodes
+    ("6.9", "split", None, ValueError),       # "split" is v6.8's design
+    ("5.15", None, None, ValueError),         # before the first profile
+    ("six", None, None, ValueError),
+    (6.9, None, None, TypeError),
+    ("6.16", "mutex", None, ValueError),
+])
+def test_constructor_profile_combinations_refused(impl, kernel, lock, nr_nodes, error):
+    with pytest.raises(error):
+        impl(B, E, kernel=kernel, lock=lock, nr_nodes=nr_nodes)
+
+
+@pytest.mark.parametrize("kernel,profile,lock,nodes", [
+    (None, "6.16", "node", 2), ("6.8", "6.8", "split", 1), ("6.9", "6.9", "node", 2),
+    ("6.12", "6.9", "node", 2), ("6.15.3", "6.9", "node", 2), ("6.18.44", "6.16", "node", 2),
+    ("v7.0", "6.16", "node", 2),
+])
+def test_constructor_profiles(impl, kernel, profile, lock, nodes):
+    s = impl(B, E, kernel=kernel, nr_nodes=None if profile == "6.8" else 2)
+    assert (s.kernel, s.lock, s.nr_nodes, s.search) == (profile, lock, nodes, "kernel")
+    for mode in ("global", "rwlock", "optimistic"):
+        assert impl(B, E, kernel=kernel, lock=mode, nr_nodes=1).lock == mode
+    with pytest.raises(ValueError):
+        impl(B, E, search="fast")
+    with pytest.raises(TypeError):
+        impl(B, E, auto_purge=1)
 
 
 def test_constructor_keyword_only(impl):

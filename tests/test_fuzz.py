@@ -16,30 +16,40 @@ import fuzz_differential as fuzz
 pytestmark = pytest.mark.usefixtures("core")
 
 # Inputs that once made the two disagree or crashed the core (with the
-# review finding they reproduce); each is the config index, then the calls.
+# review finding they reproduce): the configuration's name, then the input
+# after its first byte (auto_purge's byte, then the calls).
 REGRESSIONS = {
     # W2 / C1: alloc(2**64) then free_lazy() of it in the 2**64-byte space of
     # one-byte pages: the page count wrapped (no automatic purge), and with
     # two nodes the pool class wrapped (SIGSEGV).
-    "w2-whole-space-lazy": bytes([12, 0, 0, 0xE0, 2, 0, 8, 0, 0]),
+    "w2-whole-space-lazy": ("bytes-node-kernel=6.16", bytes([0, 0, 0, 0xE0, 2, 0, 8, 0, 0])),
+    # The same in v6.8's merging lazy tree, whose page count (and the trace's
+    # nr_lazy) must say 2**64 as the reference does.
+    "w2-whole-space-lazy-6.8": ("bytes-split-kernel=6.8",
+                                bytes([0, 0, 0, 0xE0, 2, 0, 8, 0, 0])),
 }
+CONFIG_INDEX = {name: i for i, (name, _) in enumerate(fuzz.CONFIGS)}
+
+
+def regression_input(name):
+    config, data = REGRESSIONS[name]
+    return bytes([CONFIG_INDEX[config]]) + data
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_regression_inputs(name):
-    data = REGRESSIONS[name]
-    fuzz.run_input(data)
+    fuzz.run_input(regression_input(name))
 
 
 def test_regression_input_decodes_as_documented():
     """The W2 input really is alloc(2**64) then free_lazy() in the bytes shape."""
-    name, kw = fuzz.CONFIGS[12]
+    name, kw = fuzz.CONFIGS[regression_input("w2-whole-space-lazy")[0]]
     assert name.startswith("bytes") and kw["page_size"] == 1
     calls = []
     orig = fuzz.outcome
     try:
         fuzz.outcome = lambda fn, *a, **k: (calls.append((fn.__name__, a)), orig(fn, *a, **k))[1]
-        fuzz.run_input(REGRESSIONS["w2-whole-space-lazy"])
+        fuzz.run_input(regression_input("w2-whole-space-lazy"))
     finally:
         fuzz.outcome = orig
     assert calls[0] == ("alloc", (2**64, None, None, None))

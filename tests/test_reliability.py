@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from _util import P, VmapExhausted, busy, run_child
-from vmap_core import vmallocinfo
+from vmap_core.kernel import vmallocinfo
 
 np = pytest.importorskip("numpy")
 
@@ -181,7 +181,7 @@ def test_h4_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     run_child(f"""
-        from vmap_core import vmallocinfo
+        from vmap_core.kernel import vmallocinfo
         try:
             vmallocinfo.read({str(fifo)!r})
         except ValueError as e:

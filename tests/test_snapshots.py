@@ -18,7 +18,10 @@ import pytest
 from vmap_core import VmapSpace, _space
 
 P = 4096
-LOCKS = ("node", "global", "rwlock", "optimistic")
+# Every lock design; "split" is v6.8's (one busy tree, lazy areas merged).
+DESIGNS = [dict(lock="node"), dict(lock="global"), dict(lock="rwlock"),
+           dict(lock="optimistic"), dict(lock="node", kernel="6.9"),
+           dict(lock="split", kernel="6.8", nr_nodes=1)]
 
 
 def spans(areas):
@@ -32,10 +35,10 @@ def assert_disjoint(*views):
         assert e1 <= s2, f"[{s1:#x}, {e1:#x}) overlaps [{s2:#x}, {e2:#x})"
 
 
-@pytest.mark.parametrize("lock", LOCKS)
-def test_w1_concurrent_views_are_consistent(lock):
-    space = VmapSpace(1 << 30, (1 << 30) + (1 << 24), nr_nodes=16, zone_size=P, lock=lock,
-                      lazy_max_pages=64)
+@pytest.mark.parametrize("design", DESIGNS, ids=lambda d: "-".join(map(str, d.values())))
+def test_w1_concurrent_views_are_consistent(design):
+    design = dict({"nr_nodes": 16}, **design)
+    space = VmapSpace(1 << 30, (1 << 30) + (1 << 24), zone_size=P, lazy_max_pages=64, **design)
     stop = threading.Event()
     errors = []
 

@@ -6,7 +6,10 @@ reference also take: alloc with a cpu and a caller tag, free_lazy (vfree),
 purge and full purge, drain_pools (the shrinker), areas(from_addr) walks,
 and bad inputs to each; after every step their lazy areas, pooled areas,
 vmallocinfo() text, purge counters and the TLB-flush ranges reported to
-on_purge must agree.  Runs for every lock mode of the core.
+on_purge must agree.  Runs for every lock mode of the core and every kernel
+profile; some configurations give on_purge a callback that raises now and
+then (the purge and its caller complete, OnPurgeError reports it) or that
+checks the space from inside the flush.
 """
 
 from __future__ import annotations
@@ -31,11 +34,29 @@ class LazyDifferential(Differential):
         cfg = self.config
         self.flushes = ([], [])
         kw = dict(page_size=self.P, nr_nodes=cfg["nr_nodes"], zone_size=cfg.get("zone_size"),
-                  lock=cfg["lock"], lazy_max_pages=cfg["lazy_max_pages"])
+                  lock=cfg["lock"], lazy_max_pages=cfg["lazy_max_pages"],
+                  kernel=cfg.get("kernel"))
         self.core = _util.require_core()(self.start, self.end, **kw,
-                                         on_purge=lambda s, e: self.flushes[0].append((s, e)))
-        self.ref = ReferenceSpace(self.start, self.end, **kw,
-                                  on_purge=lambda s, e: self.flushes[1].append((s, e)))
+                                         on_purge=self._flush_callback(0))
+        self.ref = ReferenceSpace(self.start, self.end, **kw, on_purge=self._flush_callback(1))
+
+    def _flush_callback(self, side):
+        mode = self.config.get("on_purge")
+
+        def flush(start, end):
+            space = self.core if side == 0 else self.ref
+            seen = self.flushes[side]
+            if mode == "check":
+                # From inside the flush: the detached areas are neither lazy
+                # nor free yet, still counted in the lazy pages; check() holds.
+                space.check()
+                seen.append((start, end, space.stats()["lazy_pages"],
+                             [span(a) for a in space.free_areas()]))
+            else:
+                seen.append((start, end))
+            if mode == "raise" and len(seen) % 3 == 0:
+                raise ValueError(f"flush {len(seen)} failed")
+        return flush
 
     @rule(data=st.data())
     def alloc_tagged(self, data):
@@ -128,5 +149,20 @@ CONFIGS = {
                                           lazy_max_pages=1 << 40),
     }.items()
 }
+
+# The older profiles, and the on_purge callbacks that raise or look inside.
+CONFIGS.update({
+    "v6_8_split": dict(start=0x100000, end=0x100000 + 96 * P, nr_nodes=1, lock="split",
+                       lazy_max_pages=12, kernel="6.8"),
+    "v6_8_global_raising_flush": dict(start=0, end=64 * P, nr_nodes=None, lock="global",
+                                      lazy_max_pages=10, kernel="6.8", on_purge="raise"),
+    "v6_9_four_nodes": dict(start=0x100000, end=0x100000 + 96 * P, nr_nodes=4, zone_size=P,
+                            lock="node", lazy_max_pages=12, kernel="6.9"),
+    "v6_9_checking_flush": dict(start=0, end=48 * P, nr_nodes=3, zone_size=3 * P,
+                                lock="rwlock", lazy_max_pages=9, kernel="6.9",
+                                on_purge="check"),
+    "node_raising_flush": dict(start=0x100000, end=0x100000 + 96 * P, nr_nodes=4, zone_size=P,
+                               lock="node", lazy_max_pages=12, on_purge="raise"),
+})
 
 register(LazyDifferential, CONFIGS, globals())

@@ -1,4 +1,4 @@
-"""vmap_core.vmallocinfo: parsing real-looking dumps, hidden addresses, load()."""
+"""vmap_core.kernel.vmallocinfo: parsing real-looking dumps, hidden addresses, load()."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from vmap_core import vmallocinfo as vi
+from vmap_core.kernel import vmallocinfo as vi
 
 # As root reads it with kptr_restrict=1 (real addresses), v6.9+ order: node by
 # node, then the unpurged areas.  Sizes include the guard page.
@@ -130,7 +130,7 @@ def test_load_round_trip(impl, tmp_path):
         assert [(a.start, a.end) for a in space] == busy_spans(SAMPLE)
         assert (space.start, space.end) == vi.KERNEL_RANGE
         assert notes[0].startswith("13 busy areas from ")
-        assert "2 unpurged (lazily freed) areas left free" in notes
+        assert "2 unpurged (lazily freed) areas kept as lazy areas" in notes
         assert not any("hashed" in n for n in notes)
     if hasattr(space, "caller_of"):
         for e in vi.parse(SAMPLE):
@@ -139,18 +139,52 @@ def test_load_round_trip(impl, tmp_path):
     if hasattr(space, "vmallocinfo"):   # our own dump reads back the same areas
         again = vi.parse(space.vmallocinfo())
         assert busy_spans(space.vmallocinfo()) == busy_spans(SAMPLE)
-        assert {(e.start, e.caller) for e in again} == \
+        assert {(e.start, e.caller) for e in again if e.busy} == \
             {(e.start, e.caller) for e in vi.parse(SAMPLE) if e.busy}
 
 
-def test_load_keep_unpurged_as_lazy(impl):
-    space, notes = vi.load(SAMPLE, cls=impl, keep_unpurged=True)
-    if not hasattr(space, "lazy_areas"):
-        pytest.skip("space without lazy free")
+def test_load_keeps_unpurged_as_lazy(impl):
+    """Busy + lazy areas account for every line of a dump (the default)."""
+    space = impl.from_vmallocinfo(SAMPLE, nr_nodes=2)
     space.check()
+    entries = vi.parse(SAMPLE).entries
     assert [(a.start, a.end) for a in space.lazy_areas()] == \
-        [(e.start, e.end) for e in vi.parse(SAMPLE) if e.unpurged]
-    assert "2 unpurged (lazily freed) areas kept as lazy areas" in notes
+        [(e.start, e.end) for e in entries if e.unpurged]
+    assert len(space) + len(space.lazy_areas()) == len(entries)
+    assert "2 unpurged (lazily freed) areas kept as lazy areas" in space.load_notes
+    assert space.auto_purge is False
+    # and the dump we print reads back with the same busy and unpurged lines
+    again = vi.parse(space.vmallocinfo()).entries
+    assert sorted((e.start, e.end, e.unpurged) for e in again) == \
+        sorted((e.start, e.end, e.unpurged) for e in entries)
+    left, notes = vi.load(SAMPLE, cls=impl, keep_unpurged=False)
+    assert left.lazy_areas() == [] and "2 unpurged (lazily freed) areas left free" in notes
+
+
+def test_load_the_real_dump(impl):
+    """The shared trace's dump: addresses hashed, 350 busy and 84 unpurged lines."""
+    import pathlib
+    path = pathlib.Path(__file__).parent / "data" / "vmallocinfo-before.txt"
+    space = impl.from_vmallocinfo(path, nr_nodes=16)
+    space.check()
+    assert (len(space), len(space.lazy_areas())) == (350, 84)
+    assert space.stats()["lazy_pages"] == 850
+
+
+def test_vmallocinfo_lines_as_the_kernel_prints_them(impl):
+    """pages= counts the pages without the guard page (vmalloc_info_show()),
+    and is left out when there are none; an area without a caller is a
+    vmalloc area with no caller, not vm_map_ram."""
+    s = impl(0x100000, 0x200000, nr_nodes=1)
+    a = s.alloc(5 * 4096, caller="kernel_clone+0x96/0x3f0")
+    b = s.alloc(3 * 4096)
+    c = s.alloc(4096, caller="x")
+    lines = s.vmallocinfo().splitlines()
+    assert lines[0] == f"0x{a:016x}-0x{a + 5 * 4096:016x}   20480 kernel_clone+0x96/0x3f0 " \
+                       "pages=4 vmalloc"
+    assert lines[1] == f"0x{b:016x}-0x{b + 3 * 4096:016x}   12288 pages=2 vmalloc"
+    assert lines[2] == f"0x{c:016x}-0x{c + 4096:016x}    4096 x vmalloc"
+    assert "vm_map_ram" not in s.vmallocinfo()
 
 
 def test_load_outside_kernel_range_rounds_out(impl):

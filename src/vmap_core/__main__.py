@@ -1,6 +1,6 @@
-"""``python -m vmap_core [COMMAND ...]``: the command line (see :mod:`vmap_core.cli`).
+"""``python -m vmap_core COMMAND ...``: the command line (see :mod:`vmap_core.cli`).
 
-With no command it runs ``usercopy`` with its defaults.
+With no command it prints the help.
 """
 
 import sys

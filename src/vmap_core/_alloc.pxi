@@ -4,30 +4,21 @@
 
 cdef enum alloc_status_t:
     ALLOC_OK = 0
-    ALLOC_NOSPACE = 1      # no free block fits (-ENOMEM)
-    ALLOC_RANGE = 2        # the lowest fit ends past vend (-ERANGE)
+    ALLOC_NOSPACE = 1      # no free block fits (-ENOENT; vend before v6.16)
+    ALLOC_RANGE = 2        # the lowest fit ends past vend (-ERANGE; vend before v6.16)
     ALLOC_NOMEM = 3        # the slab could not grow
+    ALLOC_NOTFREE = 4      # alloc_at(): the range is not wholly free
 
 
-cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
-                                uint64_t vlast, uint64_t tag, uint64_t* out) noexcept nogil:
-    """alloc_vmap_area() / __alloc_vmap_area(): lowest fit in [vstart, vlast];
-    the new area carries tag (its node id + 1, or 0)."""
-    cdef va_t* va
+cdef alloc_status_t carve_and_publish(space_t* s, va_t* va, uint64_t nva, uint64_t szm1,
+                                      uint64_t tag, uint64_t* out) noexcept nogil:
+    """va_clip() [nva, nva + szm1] out of free block va, then insert the new
+    area in the busy tree of its node.  Called with the free lock held; drops
+    it (in global mode the one lock, after publishing)."""
     cdef va_t* busy
     cdef va_t* spare = NULL
-    cdef uint64_t nva = 0
-    cdef fit_type_t fit
+    cdef fit_type_t fit = classify_va_fit_type(va, nva, szm1)
     cdef vnode_t* vn
-    lock_acquire(s.free_lock)
-    va = ft_lowest_match(s, szm1, align, vstart, &nva)
-    if va == NULL:
-        vm_unlock(s.free_lock)
-        return ALLOC_NOSPACE
-    if nva > vlast or vlast - nva < szm1:
-        vm_unlock(s.free_lock)
-        return ALLOC_RANGE
-    fit = classify_va_fit_type(va, nva, szm1)
     # Take every record before changing anything, so a failure leaves no trace
     # (the kernel preloads its spare object before taking the lock, likewise).
     if fit == FL_FIT_TYPE:
@@ -60,6 +51,60 @@ cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint6
         busy_unlock(s, vn)
     out[0] = nva
     return ALLOC_OK
+
+
+cdef alloc_status_t space_alloc(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
+                                uint64_t vlast, uint64_t tag, uint64_t* out) noexcept nogil:
+    """alloc_vmap_area() / __alloc_vmap_area(): the search of the space's
+    profile in [vstart, vlast]; the new area carries tag (its node id + 1, or 0)."""
+    cdef va_t* va
+    cdef uint64_t nva = 0
+    lock_acquire(s.free_lock)
+    va = ft_search(s, szm1, align, vstart, vlast, &nva)
+    if va == NULL:
+        vm_unlock(s.free_lock)
+        return ALLOC_NOSPACE
+    if nva > vlast or vlast - nva < szm1:
+        vm_unlock(s.free_lock)
+        return ALLOC_RANGE
+    return carve_and_publish(s, va, nva, szm1, tag, out)
+
+
+cdef alloc_status_t space_probe(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
+                                uint64_t vlast, uint64_t* out) noexcept nogil:
+    """space_alloc() without the clip: where it would allocate now."""
+    cdef va_t* va
+    cdef uint64_t nva = 0
+    cdef alloc_status_t rc = ALLOC_OK
+    lock_acquire(s.free_lock)
+    va = ft_search(s, szm1, align, vstart, vlast, &nva)
+    if va == NULL:
+        rc = ALLOC_NOSPACE
+    elif nva > vlast or vlast - nva < szm1:
+        rc = ALLOC_RANGE
+    else:
+        out[0] = nva
+    vm_unlock(s.free_lock)
+    return rc
+
+
+cdef alloc_status_t space_alloc_at(space_t* s, uint64_t addr, uint64_t szm1,
+                                   uint64_t tag) noexcept nogil:
+    """Take exactly [addr, addr + szm1]: out of the free block that holds it
+    (the va_clip() of a chosen range, as pcpu_get_vm_areas() does), or an
+    area of exactly that range out of a node's pool."""
+    cdef va_t* va
+    cdef uint64_t out
+    cdef unsigned k
+    lock_acquire(s.free_lock)
+    va = ft_enclosing(s, addr)
+    if va != NULL and va.last - addr >= szm1:
+        return carve_and_publish(s, va, addr, szm1, tag, &out)
+    vm_unlock(s.free_lock)
+    for k in range(s.nr_nodes):
+        if pool_take_exact(s, k, addr, szm1, tag):
+            return ALLOC_OK
+    return ALLOC_NOTFREE
 
 
 cdef int space_free(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:

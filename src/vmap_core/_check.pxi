@@ -201,12 +201,29 @@ cdef const char* lazy_pool_verify(space_t* s, unsigned k, block_t* blocks, size_
     while n != NULL:
         if (n.aux - 1 if n.aux else addr_to_node_id(s, n.start)) != k:
             return "lazy placement: a lazy area is not in the node of its tag"
+        if s.lazy_merge and n.next != NULL and n.last + 1 == n.next.start:
+            return "coalescing: two lazy areas touch in v6.8's merging purge tree"
         lazy_pages[0] += (n.last - n.start) // s.page_size + 1
         blocks[nblocks[0]].start = n.start
         blocks[nblocks[0]].last = n.last
         blocks[nblocks[0]].busy = BLOCK_LAZY
         nblocks[0] += 1
         n = n.next
+    # Areas a purge has detached and not yet given back (only seen from on_purge).
+    n = vn.purge_list
+    count = 0
+    while n != NULL:
+        count += 1
+        if count > vn.nr_purge:
+            return "purge list: longer than nr_purge"
+        lazy_pages[0] += (n.last - n.start) // s.page_size + 1
+        blocks[nblocks[0]].start = n.start
+        blocks[nblocks[0]].last = n.last
+        blocks[nblocks[0]].busy = BLOCK_LAZY
+        nblocks[0] += 1
+        n = n.next
+    if count != vn.nr_purge:
+        return "purge list: nr_purge differs from its length"
     for cls in range(<size_t>MAX_VA_SIZE_PAGES):
         n = vn.pools[cls].head
         prev = NULL

@@ -66,7 +66,8 @@ cdef inline bint va_fits(va_t* va, uint64_t szm1, uint64_t align, uint64_t vstar
 
 cdef va_t* ft_lowest_match(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
                            uint64_t* nva_out) noexcept nogil:
-    """find_vmap_lowest_match(), but exact for every alignment.
+    """search="lowest": find_vmap_lowest_match(), but exact for every alignment
+    (the answer of the kernel's find_vmap_lowest_linear_match() debug check).
 
     An in-order walk that skips every subtree whose subtree_max_span is below
     szm1 (no block there can hold the request) and every left subtree lying
@@ -105,6 +106,87 @@ cdef va_t* ft_lowest_match(space_t* s, uint64_t szm1, uint64_t align, uint64_t v
                     n = p.right
                     break
             n = p
+
+
+cdef va_t* ft_kernel_match(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
+                           bint adjust) noexcept nogil:
+    """find_vmap_lowest_match(), as the kernel walks it.
+
+    With adjust, a subtree qualifies when it holds a block of size + align - 1
+    bytes (span >= szm1 + align - 1): any such block fits whatever its
+    alignment.  Descend left while the left subtree qualifies and vstart lies
+    below the node; test the node; go right when the right subtree qualifies;
+    otherwise climb, testing every ancestor, and enter the first right subtree
+    that qualifies and starts at or above vstart, moving vstart past that
+    ancestor so that the subtree is not entered twice.  Every node tested on
+    the way can be the answer, so the result depends on the tree's shape.
+    """
+    cdef va_t* node = s.free_root.node
+    cdef uint64_t need = szm1
+    cdef uint64_t nva
+    if adjust:
+        need = szm1 + (align - 1) if szm1 <= UINT64_MAX - (align - 1) else UINT64_MAX
+    while node != NULL:
+        if node.left != NULL and node.left.aux >= need and vstart < node.start:
+            node = node.left
+            continue
+        if va_fits(node, szm1, align, vstart, &nva):
+            return node
+        if node.right != NULL and node.right.aux >= need:
+            node = node.right
+            continue
+        while True:
+            node = rb_parent(node)
+            if node == NULL:
+                break
+            if va_fits(node, szm1, align, vstart, &nva):
+                return node
+            if node.right != NULL and node.right.aux >= need and vstart <= node.start:
+                vstart = node.start + 1
+                node = node.right
+                break
+    return NULL
+
+
+cdef inline uint64_t nva_of(va_t* va, uint64_t align, uint64_t vstart) noexcept nogil:
+    """va_alloc()'s start: ALIGN(max(va_start, vstart), align); UINT64_MAX if it
+    wraps (never a fit)."""
+    cdef uint64_t base = va.start if va.start > vstart else vstart
+    cdef uint64_t rem = base & (align - 1)
+    if rem == 0:
+        return base
+    if base - rem > UINT64_MAX - align:
+        return UINT64_MAX
+    return base - rem + align
+
+
+cdef va_t* ft_search(space_t* s, uint64_t szm1, uint64_t align, uint64_t vstart,
+                     uint64_t vlast, uint64_t* nva_out) noexcept nogil:
+    """__alloc_vmap_area()'s search: the block to allocate from, or NULL.
+    The kernel profiles do not adjust the length for align <= PAGE_SIZE nor
+    for a range that is exactly the request ("(vend - vstart) == size")."""
+    cdef va_t* va
+    cdef bint adjust
+    if s.search_lowest:
+        return ft_lowest_match(s, szm1, align, vstart, nva_out)
+    adjust = not (align <= s.page_size or vlast - vstart == szm1)
+    va = ft_kernel_match(s, szm1, align, vstart, adjust)
+    if va != NULL:
+        nva_out[0] = nva_of(va, align, vstart)
+    return va
+
+
+cdef va_t* ft_enclosing(space_t* s, uint64_t addr) noexcept nogil:
+    """The free block holding addr, or NULL (pvm_find_va_enclose_addr())."""
+    cdef va_t* n = s.free_root.node
+    while n != NULL:
+        if addr < n.start:
+            n = n.left
+        elif addr > n.last:
+            n = n.right
+        else:
+            return n
+    return NULL
 
 
 cdef inline void ft_list_unlink(va_t* va) noexcept nogil:
@@ -235,7 +317,10 @@ cdef inline fit_type_t classify_va_fit_type(va_t* va, uint64_t nva, uint64_t szm
 cdef void va_clip(space_t* s, va_t* va, fit_type_t fit, uint64_t nva, uint64_t szm1,
                   va_t* spare) noexcept nogil:
     """va_clip(): carve [nva, nva + szm1] out of free block va.  FL leaves va
-    out of the tree for the caller; NE needs spare for the right-hand piece."""
+    out of the tree for the caller; NE keeps va as the right-hand part and
+    inserts spare for the left-hand one (insert_vmap_area_augment() from va's
+    node: the same slot as from the root), which shapes the tree as the
+    kernel's does."""
     cdef uint64_t nlast = nva + szm1
     if fit == FL_FIT_TYPE:
         ft_erase(s, va)
@@ -246,8 +331,8 @@ cdef void va_clip(space_t* s, va_t* va, fit_type_t fit, uint64_t nva, uint64_t s
         vm_store_u64(&va.last, nva - 1)
         ft_aug_propagate(va, NULL)
     else:
-        vm_store_u64(&spare.start, nlast + 1)
-        vm_store_u64(&spare.last, va.last)
-        vm_store_u64(&va.last, nva - 1)
+        vm_store_u64(&spare.start, va.start)
+        vm_store_u64(&spare.last, nva - 1)
+        vm_store_u64(&va.start, nlast + 1)
         ft_aug_propagate(va, NULL)
-        ft_insert(s, spare)      # cannot overlap: it is the tail va just gave up
+        ft_insert(s, spare)      # cannot overlap: it is the head va just gave up

@@ -104,11 +104,17 @@ cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1,
     """node_alloc(): serve the request from the pool of one node."""
     cdef vnode_t* vn = &s.nodes[node]
     cdef va_t* va = node_pool_del_va(s, vn, szm1, align, rotated)
-    cdef vnode_t* bn
     if va == NULL:
         return ALLOC_NOSPACE
     va.aux = node + 1
-    bn = &s.nodes[addr_to_node_id(s, va.start)]
+    publish_busy(s, va)
+    out[0] = va.start
+    return ALLOC_OK
+
+
+cdef void publish_busy(space_t* s, va_t* va) noexcept nogil:
+    """Insert a record that left a pool into the busy tree of its node."""
+    cdef vnode_t* bn = &s.nodes[addr_to_node_id(s, va.start)]
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     busy_lock(s, bn)
@@ -118,8 +124,118 @@ cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1,
     busy_unlock(s, bn)
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
-    out[0] = va.start
-    return ALLOC_OK
+
+
+cdef bint space_pool_peek(space_t* s, unsigned node, uint64_t szm1, uint64_t align,
+                          uint64_t* out) noexcept nogil:
+    """What node_pool_del_va() would hand out now (an aligned head), changing nothing."""
+    cdef bint ok
+    cdef size_t cls = size_to_va_pool(s, szm1, &ok)
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef vm_lock_t* l
+    cdef bint hit = False
+    if not ok or cnt_peek(&vn.pools[cls].len) == 0:
+        return False
+    l = pool_lock(s, vn)
+    lock_acquire(l)
+    if vn.pools[cls].head != NULL and not (vn.pools[cls].head.start & (align - 1)):
+        out[0] = vn.pools[cls].head.start
+        hit = True
+    vm_unlock(l)
+    return hit
+
+
+cdef bint pool_take_exact(space_t* s, unsigned node, uint64_t addr, uint64_t szm1,
+                          uint64_t tag) noexcept nogil:
+    """alloc_at() of a pooled area: take [addr, addr + szm1] out of node's
+    pool (wherever it sits in its class) and publish it as busy."""
+    cdef bint ok
+    cdef size_t cls = size_to_va_pool(s, szm1, &ok)
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef vm_lock_t* l
+    cdef va_t* va
+    if not ok or cnt_peek(&vn.pools[cls].len) == 0:
+        return False
+    l = pool_lock(s, vn)
+    lock_acquire(l)
+    va = vn.pools[cls].head
+    while va != NULL and not (va.start == addr and va.last - va.start == szm1):
+        va = va.next
+    if va != NULL:
+        pool_unlink(&vn.pools[cls], va)
+        cnt_add(&vn.nr_pooled, -1)
+    vm_unlock(l)
+    if va == NULL:
+        return False
+    va.aux = tag
+    publish_busy(s, va)
+    return True
+
+
+cdef void lazy_link(vnode_t* vn, va_t* va, va_t* parent, bint left) noexcept nogil:
+    """Hang va in a lazy tree at a place found by descending (insert_vmap_area())."""
+    rb_link(&vn.lazy_root, va, parent, left)
+    if parent == NULL:
+        va.prev = NULL
+        va.next = NULL
+    elif left:
+        va.next = parent
+        va.prev = parent.prev
+        if parent.prev != NULL:
+            parent.prev.next = va
+        parent.prev = va
+    else:
+        va.prev = parent
+        va.next = parent.next
+        if parent.next != NULL:
+            parent.next.prev = va
+        parent.next = va
+    rb_insert_color(&vn.lazy_root, va, &RB_PLAIN)
+    cnt_add(&vn.nr_lazy, 1)
+
+
+cdef int lazy_merge_or_add(vnode_t* vn, va_t* va, va_t** spent) noexcept nogil:
+    """v6.8's free_vmap_area_noflush(): merge_or_add_vmap_area() into the one
+    purge tree, so lazily freed neighbours become one area.  Records it frees
+    go to spent[0..1] for the caller to give back under the free lock; returns
+    how many."""
+    cdef va_t* n = vn.lazy_root.node
+    cdef va_t* parent = NULL
+    cdef va_t* prev
+    cdef va_t* next
+    cdef bint left = False
+    cdef bint join_next, join_prev
+    while n != NULL:
+        parent = n
+        left = va.last < n.start
+        n = n.left if left else n.right
+    if parent == NULL:
+        prev = next = NULL
+    elif left:
+        next = parent
+        prev = parent.prev
+    else:
+        prev = parent
+        next = parent.next
+    join_next = next != NULL and va.last != UINT64_MAX and next.start == va.last + 1
+    join_prev = prev != NULL and va.start != 0 and prev.last == va.start - 1
+    # (Stores through vm_store_u64: a lock-free reader may still hold these records.)
+    if join_next and join_prev:
+        tree_unlink(&vn.lazy_root, &vn.nr_lazy, next)
+        vm_store_u64(&prev.last, next.last)
+        spent[0] = next
+        spent[1] = va
+        return 2
+    if join_next:
+        vm_store_u64(&next.start, va.start)
+        spent[0] = va
+        return 1
+    if join_prev:
+        vm_store_u64(&prev.last, va.last)
+        spent[0] = va
+        return 1
+    lazy_link(vn, va, parent, left)
+    return 0
 
 
 cdef void space_unalloc_pooled(space_t* s, unsigned node, uint64_t addr) noexcept nogil:
@@ -141,14 +257,18 @@ cdef void space_unalloc_pooled(space_t* s, unsigned node, uint64_t addr) noexcep
 
 
 cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
-                         bint* over) noexcept nogil:
-    """free_vmap_area_noflush(): unlink the busy area and park it, unmerged,
-    in the lazy tree of its tagged node (or the node of its start)."""
+                         bint* over, uint64_t* nr_lazy) noexcept nogil:
+    """free_vmap_area_noflush(): unlink the busy area and park it in the lazy
+    tree of its tagged node (or the node of its start), unmerged (v6.8: merged
+    in the one purge tree).  nr_lazy: vmap_lazy_nr after this free."""
     cdef va_t* va = NULL
     cdef int rc = space_find_unlink(s, addr, &va)
     cdef vnode_t* vn
     cdef vm_lock_t* l
-    cdef uint64_t pages, total
+    cdef uint64_t pages
+    cdef va_t* spent[2]
+    cdef int nspent = 0
+    cdef int i
     if rc != UNLINK_OK:
         return rc
     start[0] = va.start
@@ -157,18 +277,27 @@ cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* l
     vn = &s.nodes[va.aux - 1 if va.aux else addr_to_node_id(s, va.start)]
     l = lazy_lock(s, vn)
     lock_acquire(l)
-    tree_insert(&vn.lazy_root, &vn.nr_lazy, va)
+    if s.lazy_merge:
+        nspent = lazy_merge_or_add(vn, va, spent)
+    else:
+        tree_insert(&vn.lazy_root, &vn.nr_lazy, va)
     # Counted under the lazy lock, so that a snapshot holding every lock sees
     # the count agree with the lazy trees.
-    total = vm_atomic_add(&s.lazy_nr, pages)
+    nr_lazy[0] = vm_atomic_add(&s.lazy_nr, pages)
     vm_unlock(l)
+    if nspent:
+        lock_acquire(s.free_lock)          # the slab is serialised by the free lock
+        for i in range(nspent):
+            slab_free(&s.slab, spent[i])
+        vm_unlock(s.free_lock)
     # The sum wrapped (or this area alone is 2**64 pages): over any maximum.
-    over[0] = total <= pages - 1 or total > s.lazy_max_pages
+    over[0] = nr_lazy[0] <= pages - 1 or nr_lazy[0] > s.lazy_max_pages
     return UNLINK_OK
 
 
 cdef void reclaim_chain(space_t* s, va_t* chain) noexcept nogil:
-    """reclaim_list_global(): merge a chain (linked through next) back into the free tree."""
+    """reclaim_list_global(): merge a chain (linked through next) back into
+    the free tree, in chain order."""
     cdef va_t* next
     if chain == NULL:
         return
@@ -180,18 +309,55 @@ cdef void reclaim_chain(space_t* s, va_t* chain) noexcept nogil:
     vm_unlock(s.free_lock)
 
 
+cdef va_t* chain_sort(va_t* head) noexcept nogil:
+    """Sort a chain (linked through next) by start: a merge sort."""
+    cdef va_t* slow
+    cdef va_t* fast
+    cdef va_t* b
+    cdef va_t* out = NULL
+    cdef va_t** tail = &out
+    if head == NULL or head.next == NULL:
+        return head
+    slow = head
+    fast = head.next
+    while fast != NULL and fast.next != NULL:
+        slow = slow.next
+        fast = fast.next.next
+    b = slow.next
+    slow.next = NULL
+    head = chain_sort(head)
+    b = chain_sort(b)
+    while head != NULL and b != NULL:
+        if head.start < b.start:
+            tail[0] = head
+            head = head.next
+        else:
+            tail[0] = b
+            b = b.next
+        tail = &tail[0].next
+    tail[0] = head if head != NULL else b
+    return out
+
+
 cdef size_t decay_va_pool_node(space_t* s, vnode_t* vn, bint full) noexcept nogil:
-    """decay_va_pool_node(): ~25% of each class from its head (all when full)
-    back to the free tree; returns how many."""
+    """decay_va_pool_node(): from the head of each class, len >> 2 areas (all
+    with full; v6.9: all of a pool of 1-3, as its unsigned n_decay wraps) are
+    taken, merged among themselves (the kernel's local decay_root) and given
+    back to the free tree in address order; returns how many."""
     cdef size_t cls, n, released = 0
     cdef va_t* chain = NULL
     cdef va_t* va
+    cdef va_t* nxt
     cdef vm_lock_t* l = pool_lock(s, vn)
     if cnt_peek(&vn.nr_pooled) == 0:
         return 0
     lock_acquire(l)
     for cls in range(<size_t>MAX_VA_SIZE_PAGES):
-        n = vn.pools[cls].len if full else vn.pools[cls].len >> 2
+        n = vn.pools[cls].len
+        if not full:
+            n >>= 2
+            if n == 0 and not s.decay_keeps_small:
+                n = vn.pools[cls].len
         while n:
             va = vn.pools[cls].head
             pool_unlink(&vn.pools[cls], va)
@@ -201,52 +367,100 @@ cdef size_t decay_va_pool_node(space_t* s, vnode_t* vn, bint full) noexcept nogi
             released += 1
     cnt_add(&vn.nr_pooled, -<int64_t>released)
     vm_unlock(l)
-    reclaim_chain(s, chain)
+    if chain == NULL:
+        return 0
+    chain = chain_sort(chain)
+    lock_acquire(s.free_lock)
+    va = chain
+    while va != NULL:                       # merge_or_add_vmap_area() into decay_root
+        nxt = va.next
+        while nxt != NULL and va.last != UINT64_MAX and nxt.start == va.last + 1:
+            vm_store_u64(&va.last, nxt.last)   # records are type-stable: racy readers load it
+            va.next = nxt.next
+            slab_free(&s.slab, nxt)
+            nxt = va.next
+        va = nxt
+    while chain != NULL:                    # reclaim_list_global(&decay_list)
+        nxt = chain.next
+        ft_merge(s, chain)
+        chain = nxt
+    vm_unlock(s.free_lock)
     return released
 
 
-cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* flush_last) noexcept nogil:
-    """__purge_vmap_area_lazy(): per node, decay the pools, detach the lazy
-    tree, then send each area to the node's pool (tagged, fitting a class,
-    not a full purge) or back to the free tree.  Returns the areas purged and
-    the union of their ranges (the one TLB flush)."""
+cdef size_t space_purge_detach(space_t* s, bint full, uint64_t* flush_start,
+                               uint64_t* flush_last) noexcept nogil:
+    """The first half of __purge_vmap_area_lazy(), under the purge lock: per
+    node, decay the pools (v6.9+) and move the lazy tree to the node's purge
+    list.  Returns the areas detached and the union of their ranges (the TLB
+    flush); space_purge_reclaim() then finishes."""
     cdef unsigned k
     cdef vnode_t* vn
-    cdef va_t* va
-    cdef va_t* next
-    cdef va_t* chain
-    cdef va_t* to_free
     cdef vm_lock_t* l
-    cdef size_t cls, purged = 0
-    cdef uint64_t pages = 0
-    cdef bint ok
+    cdef size_t total = 0
     flush_start[0] = UINT64_MAX
     flush_last[0] = 0
-    lock_acquire(s.purge_lock)
     s.purges += 1
     for k in range(s.nr_nodes):
         vn = &s.nodes[k]
-        decay_va_pool_node(s, vn, full)
+        if not s.lazy_merge:
+            decay_va_pool_node(s, vn, full)
         if cnt_peek(&vn.nr_lazy) == 0:
             continue
         l = lazy_lock(s, vn)
         lock_acquire(l)
-        chain = rb_first(vn.lazy_root.node)     # the list runs on through next
-        vn.lazy_root.node = NULL
+        vn.purge_list = rb_first(vn.lazy_root.node)     # the list runs on through next
+        if vn.purge_list.start < flush_start[0]:
+            flush_start[0] = vn.purge_list.start
+        if rb_last(vn.lazy_root.node).last > flush_last[0]:
+            flush_last[0] = rb_last(vn.lazy_root.node).last
+        vm_store_ptr(<void**>&vn.lazy_root.node, NULL)
+        vn.nr_purge = vn.nr_lazy
         vm_store_u64(<uint64_t*>&vn.nr_lazy, 0)
         vm_unlock(l)
-        if chain.start < flush_start[0]:
-            flush_start[0] = chain.start
+        total += vn.nr_purge
+    if total:
+        s.tlb_flushes += 1
+        s.purged_areas += total
+    return total
+
+
+cdef void space_purge_reclaim(space_t* s, bint full) noexcept nogil:
+    """The second half, after the flush: purge_vmap_node() for each node in
+    order.  In address order each area goes to its node's pool (tagged,
+    fitting a class, not a full purge: node_pool_add_va() puts it at the head)
+    or onto a local list, built by list_add() and so in reverse, which then
+    goes back to the free tree (reclaim_list_global()).  v6.8 gives its merged
+    lazy areas back in address order."""
+    cdef unsigned k
+    cdef vnode_t* vn
+    cdef va_t* va
+    cdef va_t* next
+    cdef va_t* to_free
+    cdef vm_lock_t* l
+    cdef size_t cls
+    cdef uint64_t pages = 0
+    cdef bint ok
+    for k in range(s.nr_nodes):
+        vn = &s.nodes[k]
+        va = vn.purge_list
+        if va == NULL:
+            continue
+        vn.purge_list = NULL
+        vn.nr_purge = 0
+        if s.lazy_merge:
+            next = va
+            while next != NULL:
+                pages += area_pages(s, next)
+                next = next.next
+            reclaim_chain(s, va)
+            continue
         to_free = NULL
         l = pool_lock(s, vn)
         lock_acquire(l)
-        while chain != NULL:
-            next = chain.next
-            va = chain
-            if va.last > flush_last[0]:
-                flush_last[0] = va.last
+        while va != NULL:
+            next = va.next
             pages += area_pages(s, va)
-            purged += 1
             cls = size_to_va_pool(s, va.last - va.start, &ok)
             if not full and va.aux and ok:
                 pool_push_head(&vn.pools[cls], va)      # node_pool_add_va()
@@ -254,15 +468,22 @@ cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* 
             else:
                 va.next = to_free
                 to_free = va
-            chain = next
+            va = next
         vm_unlock(l)
         reclaim_chain(s, to_free)
-    if purged:
+    if pages:
         vm_atomic_add(&s.lazy_nr, (<uint64_t>0) - pages)   # subtract
-        s.tlb_flushes += 1
-        s.purged_areas += purged
+
+
+cdef size_t space_purge(space_t* s, bint full, uint64_t* flush_start, uint64_t* flush_last) noexcept nogil:
+    """__purge_vmap_area_lazy() in one go, with no flush callback (the native
+    stress loop): both halves under the purge lock."""
+    cdef size_t n
+    lock_acquire(s.purge_lock)
+    n = space_purge_detach(s, full, flush_start, flush_last)
+    space_purge_reclaim(s, full)
     vm_unlock(s.purge_lock)
-    return purged
+    return n
 
 
 cdef size_t space_drain_pools(space_t* s) noexcept nogil:

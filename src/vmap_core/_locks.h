@@ -274,10 +274,11 @@ static inline size_t vm_mul_size(size_t n, size_t size, int *overflow)
     return bytes;
 }
 
-/* Relaxed atomic accessors for words that lock-free readers may load. */
-/* Tree links are published with release and followed with acquire (plain
- * moves on x86-64): a lock-free reader that reaches a record through a link
- * then also sees the record's initialisation (the slab chunk's memset). */
+/* Atomic accessors for words that lock-free readers may load (bounds: relaxed). */
+/* Tree links are published with release and followed with acquire (free on
+ * x86): a lock-free reader that reaches a record through a link also sees how
+ * the record was made, fresh slab memory included (ThreadSanitizer showed a
+ * reader meet a new chunk's allocation through a relaxed link). */
 static inline void *vm_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void vm_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint64_t vm_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }

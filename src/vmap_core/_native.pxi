@@ -140,7 +140,7 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
     """Random alloc / free / lazy free and purge / find on a shared space;
     every area a worker owns must stay findable with its own bounds until the
     worker frees it."""
-    cdef uint64_t k, k2, r, addr, st, la, szm1, align
+    cdef uint64_t k, k2, r, addr, st, la, szm1, align, nr_lazy
     cdef size_t i
     cdef int rc
     cdef bint over = False
@@ -162,7 +162,7 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
         elif r % 8 < 5 and w.nr_owned:
             i = (r >> 8) % w.nr_owned
             if (r >> 4) & 1:
-                rc = space_free_lazy(s, w.owned[i], &st, &la, &over)
+                rc = space_free_lazy(s, w.owned[i], &st, &la, &over, &nr_lazy)
                 if over or (r >> 5) % 64 == 0:
                     space_purge(s, (r >> 11) & 1, &st, &la)
                     la = w.owned_last[i]
@@ -201,8 +201,8 @@ cdef void race_loop(uint64_t n) noexcept nogil:
         _race_counter += 1          # deliberately unsynchronised
 
 
-def _race_selftest(uint64_t n=100000):
-    """Test-only: two native threads race on one plain word, so a
+cdef object _race_selftest(uint64_t n):
+    """Test-only (vmap_core._testhooks): two native threads race on one plain word, so a
     ThreadSanitizer build can be shown to report a data race."""
     def run():
         with nogil:
@@ -219,8 +219,8 @@ def _race_selftest(uint64_t n=100000):
     return _race_counter
 
 
-def _leak_selftest(size_t nbytes=4096):
-    """Test-only: lose one malloc'ed block, so a LeakSanitizer build can be
+cdef object _leak_selftest(size_t nbytes):
+    """Test-only (vmap_core._testhooks): lose one malloc'ed block, so a LeakSanitizer build can be
     shown to report a leak."""
     cdef void* p = malloc(nbytes)
     if p == NULL:
@@ -229,8 +229,8 @@ def _leak_selftest(size_t nbytes=4096):
     return <uintptr_t>p != 0
 
 
-def _ubsan_selftest(int shift=64):
-    """Test-only: shift a 64-bit word by shift bits (64: undefined behaviour),
+cdef object _ubsan_selftest(int shift):
+    """Test-only (vmap_core._testhooks): shift a 64-bit word by shift bits (64: undefined behaviour),
     so an UndefinedBehaviorSanitizer build can be shown to report it."""
     cdef uint64_t one = 1
     return one << shift

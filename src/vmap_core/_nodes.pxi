@@ -133,9 +133,12 @@ cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* sta
 
 
 cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil:
-    # Walk downwards: an area spanning zones sits in the node of its (lower)
-    # start, so it is met sooner (the 2025 fix of find_vmap_area()'s walk).
-    return i - 1 if i else s.nr_nodes - 1
+    # v6.16+ walks downwards: an area spanning zones sits in the node of its
+    # (lower) start, so it is met sooner ("find the vmap of vmap_nodes in
+    # reverse order"); v6.9-v6.15 walked upwards, i + 1.
+    if s.walk_down:
+        return i - 1 if i else s.nr_nodes - 1
+    return i + 1 if i + 1 < s.nr_nodes else 0
 
 
 cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:

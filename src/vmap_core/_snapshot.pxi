@@ -16,6 +16,9 @@ cdef enum:
     SNAP_POOLED = 4     # pooled areas, node by node, class by class, head first
     SNAP_FREE = 8       # free blocks in address order
     SNAP_COUNTS = 16    # every counter stats() reports (takes every lock)
+    # The caller already holds the purge lock: it runs on_purge, which the
+    # kernel calls with vmap_purge_lock held.  Not taken again, not released.
+    SNAP_PURGE_HELD = 32
 
 ctypedef struct snap_area_t:
     uint64_t start
@@ -57,7 +60,7 @@ cdef void snap_lock(space_t* s, unsigned what) noexcept nogil:
     """Every lock the view needs, in the fixed order (see the top of this file)."""
     cdef unsigned k
     cdef bint counts = (what & SNAP_COUNTS) != 0
-    if counts:
+    if counts and not what & SNAP_PURGE_HELD:
         lock_acquire(s.purge_lock)
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
@@ -88,7 +91,7 @@ cdef void snap_unlock(space_t* s, unsigned what) noexcept nogil:
                 vm_unlock(&s.nodes[k].lazy_lock)
             if counts or what & SNAP_BUSY:
                 vm_unlock(&s.nodes[k].lock)
-    if counts:
+    if counts and not what & SNAP_PURGE_HELD:
         vm_unlock(s.purge_lock)
 
 
@@ -266,3 +269,138 @@ cdef int snap_area_cmp(const void* a, const void* b) noexcept nogil:
     cdef uint64_t x = (<snap_area_t*>a).start
     cdef uint64_t y = (<snap_area_t*>b).start
     return (x > y) - (x < y)
+
+
+# -- the free tree's shape (pickling; the kernel's aligned search depends on it)
+
+ctypedef struct shape_t:
+    uint64_t start
+    uint64_t last
+    int black
+    int depth
+
+
+cdef size_t ft_copy_shape(space_t* s, shape_t* out, size_t cap) noexcept nogil:
+    """The free tree in preorder, bounds, colour and depth per node, into
+    out[:cap]; returns how many.  The caller holds the free lock."""
+    cdef va_t* n = s.free_root.node
+    cdef va_t* p
+    cdef size_t k = 0
+    cdef int depth = 0
+    while n != NULL and k < cap:
+        out[k].start = n.start
+        out[k].last = n.last
+        out[k].black = rb_is_black(n)
+        out[k].depth = depth
+        k += 1
+        if n.left != NULL:
+            n = n.left
+            depth += 1
+        elif n.right != NULL:
+            n = n.right
+            depth += 1
+        else:               # climb to the first ancestor entered from its left with a right child
+            while True:
+                p = rb_parent(n)
+                depth -= 1
+                if p == NULL:
+                    n = NULL
+                    break
+                if n == p.left and p.right != NULL:
+                    n = p.right
+                    depth += 1
+                    break
+                n = p
+    return k
+
+
+cdef int space_free_shape(space_t* s, shape_t** out, size_t* n) noexcept nogil:
+    """A copy of the free tree's shape (ft_copy_shape()) at one instant, in a
+    new buffer (*out, freed by the caller); 0, or -1 when it could not be
+    allocated (then *out is NULL)."""
+    cdef size_t cap
+    lock_acquire(s.free_lock)
+    cap = s.nr_free
+    vm_unlock(s.free_lock)
+    while True:
+        cap += cap // 8 + 16
+        out[0] = <shape_t*>vm_malloc(cap * sizeof(shape_t))
+        if out[0] == NULL:
+            return -1
+        lock_acquire(s.free_lock)
+        if s.nr_free <= cap:
+            break
+        cap = s.nr_free
+        vm_unlock(s.free_lock)
+        free(out[0])
+    n[0] = ft_copy_shape(s, out[0], cap)
+    vm_unlock(s.free_lock)
+    return 0
+
+
+cdef int space_shape_free_tree(space_t* s, const shape_t* shape, size_t n) noexcept nogil:
+    """Relink the free tree's records as shape (preorder, as ft_copy_shape()
+    makes it) and recompute subtree_max_span bottom-up: __setstate__() on a
+    new space.  -1 (nothing changed) when the blocks are not shape's, -2 when
+    the work buffers cannot be allocated."""
+    cdef va_t** inorder = <va_t**>vm_malloc((n + 1) * sizeof(va_t*))
+    cdef va_t** order = <va_t**>vm_malloc((n + 1) * sizeof(va_t*))
+    cdef va_t** path = <va_t**>vm_malloc((n + 1) * sizeof(va_t*))
+    cdef va_t* va
+    cdef va_t* parent
+    cdef size_t i, lo, hi, mid
+    cdef int rc = 0
+    if inorder == NULL or order == NULL or path == NULL:
+        free(inorder)
+        free(order)
+        free(path)
+        return -2
+    lock_acquire(s.free_lock)
+    if s.nr_free != n:
+        rc = -1
+    else:
+        i = 0
+        va = rb_first(s.free_root.node)
+        while va != NULL and i < n:
+            inorder[i] = va
+            i += 1
+            va = va.next
+        # Every entry names a block (by bisection on its start) at a depth
+        # its parent's path reaches, before anything is relinked.
+        for i in range(n):
+            lo = 0
+            hi = n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if inorder[mid].start < shape[i].start:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if (lo == n or inorder[lo].start != shape[i].start
+                    or inorder[lo].last != shape[i].last or shape[i].depth < 0
+                    or <size_t>shape[i].depth > i or (i == 0) != (shape[i].depth == 0)
+                    or (i > 0 and shape[i].depth > shape[i - 1].depth + 1)):
+                rc = -1
+                break
+            order[i] = inorder[lo]
+    if rc == 0:
+        for i in range(n):
+            va = order[i]
+            parent = NULL if shape[i].depth == 0 else path[shape[i].depth - 1]
+            va.parent_color = <uintptr_t>parent | <uintptr_t>(RB_BLACK if shape[i].black else RB_RED)
+            rb_set_left(va, NULL)
+            rb_set_right(va, NULL)
+            if parent == NULL:
+                rb_set_root(&s.free_root, va)
+            elif va.start < parent.start:
+                rb_set_left(parent, va)
+            else:
+                rb_set_right(parent, va)
+            path[shape[i].depth] = va
+        for i in range(n, 0, -1):                  # children before their parents
+            order[i - 1].aux = ft_subtree_max(order[i - 1])
+    vm_unlock(s.free_lock)
+    free(inorder)
+    free(order)
+    free(path)
+    return rc

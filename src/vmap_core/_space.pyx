@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 
-from ._errors import VmapExhausted
+from ._errors import VmapExhausted, on_purge_error
 from . import reference as _reference
+from . import profiles as _profiles
 
 include "_rbtree.pxi"
 include "_slab.pxi"
@@ -60,10 +61,13 @@ MISS = (1 << 64) - 1
 cdef object _ADDR_LIMIT = ADDR_LIMIT
 cdef object _MAX_PAGE_SIZE = _reference.MAX_PAGE_SIZE
 cdef unsigned _MAX_NODES = _reference.MAX_NODES
-LOCK_MODES = ("node", "global", "rwlock", "optimistic")
-cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL,
+LOCK_MODES = _profiles.lock_modes()    # the newest profile's; profiles.LOCK_MODES adds "split"
+# "split" (v6.8's three locks) is the per-node design with its one node.
+cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL, "split": LOCK_NODE,
                          "rwlock": LOCK_RWLOCK, "optimistic": LOCK_OPTIMISTIC}
+cdef object _CallbackFailed = _reference._CallbackFailed
 cdef object _RefArea = _reference.VmapArea
+cdef object _NO_CALLER = object()    # alloc_at(): no caller tag was recorded
 cdef uint64_t MISS_U64 = 0xFFFFFFFFFFFFFFFFULL
 
 
@@ -158,10 +162,16 @@ cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
 @cython.final
 @cython.freelist(32)
 cdef class VmapArea:
-    """An immutable address range ``[start, end)``.
+    """VmapArea(start, end)
+--
+
+An immutable address range ``[start, end)``.
 
     Equal (and hashed alike) by ``(start, end)``, also to the reference's
-    VmapArea; unpacks as ``start, end = area``.
+    VmapArea, and ordered by ``(start, end)``; unpacks as
+    ``start, end = area``; ``addr in area`` means ``start <= addr < end``.
+    No len(): an area unpacks as two values, and a size may exceed what
+    len() can return (2**64); use ``size``.
     """
     cdef uint64_t _start
     cdef uint64_t _last      # end - 1, so that end may be 2**64
@@ -208,6 +218,38 @@ cdef class VmapArea:
     def __repr__(self):
         return f"VmapArea(start={self._start:#x}, end={<object>self._last + 1:#x})"
 
+    # -- container and ordering conventions (intervaltree, sortedcontainers) --
+
+    def __contains__(self, addr):
+        """``start <= addr < end``; TypeError for a non-integer."""
+        a = _index(addr, "addr")
+        return self._start <= a <= <object>self._last
+
+    def __lt__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) < k
+
+    def __le__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) <= k
+
+    def __gt__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) > k
+
+    def __ge__(self, other):
+        k = _area_key(other)
+        return NotImplemented if k is None else (self._start, <object>self._last + 1) >= k
+
+
+cdef object _area_key(object other):
+    """(start, end) of a core or reference VmapArea, else None."""
+    if isinstance(other, VmapArea):
+        return ((<VmapArea>other)._start, <object>(<VmapArea>other)._last + 1)
+    if isinstance(other, _RefArea):
+        return (other.start, other.end)
+    return None
+
 
 cdef inline VmapArea _area(uint64_t start, uint64_t last):
     cdef VmapArea a = VmapArea.__new__(VmapArea)
@@ -251,6 +293,41 @@ cdef _Snapshot _take_snapshot(space_t* s, unsigned what):
     return snap
 
 
+ctypedef struct rec_t:          # one record of a space's state (pickle, copy)
+    uint64_t start
+    uint64_t last
+    uint64_t aux                # the node tag: node id + 1, or 0
+    uint64_t node               # the node whose tree or pool holds it
+
+
+cdef size_t _copy_recs(va_t* va, rec_t* recs, size_t n, size_t cap, unsigned node) noexcept nogil:
+    """Append the bounds, tag and node of a chain of records (linked through
+    next) to recs[n:cap]; returns the new count.  The caller holds its lock."""
+    while va != NULL and n < cap:
+        recs[n].start = va.start
+        recs[n].last = va.last
+        recs[n].aux = va.aux
+        recs[n].node = node
+        n += 1
+        va = va.next
+    return n
+
+
+cdef inline object _tag_node(uint64_t aux):
+    """A record's node tag as the state carries it: the node, or None."""
+    return None if aux == 0 else <object>(aux - 1)
+
+
+cdef list _shape_list(const shape_t* sh, size_t n):
+    """(start, end, 'r'|'b', depth) per node of a copied free-tree shape."""
+    cdef size_t i
+    cdef list out = []
+    for i in range(n):
+        out.append((sh[i].start, <object>sh[i].last + 1, "b" if sh[i].black else "r",
+                    sh[i].depth))
+    return out
+
+
 # -- VmapSpace --------------------------------------------------------------
 
 cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
@@ -265,18 +342,24 @@ cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
     free(s)
 
 
-def default_nr_nodes():
-    """The kernel's nr_vmap_nodes: the number of CPUs, clamped to 1..128."""
-    return max(1, min(os.cpu_count() or 1, 128))
+default_nr_nodes = _reference.default_nr_nodes
 
 
 cdef class VmapSpace:
-    """The vmalloc address space ``[start, end)`` (mm/vmalloc.c, v6.9+).
+    """VmapSpace(start, end, *, page_size=4096, nr_nodes=None, zone_size=None, lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None, auto_purge=True, trace=None)
+--
 
-    Free space is one augmented rb-tree; busy areas are sharded over
-    ``nr_nodes`` nodes by ``(start // zone_size) % nr_nodes``, each node with
-    its own tree, list and spinlock.  ``lock="global"`` puts everything under
-    one lock instead (the design before 2024).
+The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
+
+    ``kernel`` picks the version it behaves like (vmap_core.profiles; default
+    the newest, "6.16"): from v6.9 free space is one augmented rb-tree and
+    busy areas are sharded over ``nr_nodes`` nodes by
+    ``(start // zone_size) % nr_nodes``, each node with its own tree, list and
+    spinlock; "6.8" has one busy tree and three locks.  ``lock`` picks the
+    lock design (None: the profile's own), ``search`` the kernel's aligned
+    search ("kernel") or the exact lowest match ("lowest"), ``auto_purge``
+    whether free_lazy() and a failing alloc() purge by themselves, ``trace`` a
+    stream to write the kernel's tracepoints to (vmap_core.trace.Recorder).
 
     Costs, n busy areas, m free blocks: alloc O(log m + log n) for
     align <= page_size; free O(log m + log n) plus the node walk; find
@@ -284,15 +367,19 @@ cdef class VmapSpace:
     """
     cdef space_t* sp
     cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
-    cdef readonly object lazy_max_pages, on_purge
+    cdef readonly object lazy_max_pages, on_purge, kernel, search, auto_purge
     cdef dict _callers          # start -> caller tag, for the areas given one
+    cdef object _rec            # vmap_core.trace.Recorder, or None
+    cdef object _flushing       # the thread running on_purge, or None
     cdef public list load_notes  # from_vmallocinfo(): what was done to build it
+    cdef object __weakref__
 
     def __cinit__(self):
         self.sp = NULL
 
     def __init__(self, start, end, *, page_size=4096, nr_nodes=None, zone_size=None,
-                 lock="node", lazy_max_pages=None, on_purge=None):
+                 lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None,
+                 auto_purge=True, trace=None):
         cdef space_t* s
         cdef va_t* va
         cdef unsigned k
@@ -304,30 +391,13 @@ cdef class VmapSpace:
         nr_nodes = _index_opt(nr_nodes, "nr_nodes")
         zone_size = _index_opt(zone_size, "zone_size")
         lazy_max_pages = _index_opt(lazy_max_pages, "lazy_max_pages")
-        if not isinstance(lock, str):
-            raise TypeError(f"lock must be a str, not {type(lock).__name__}")
         if on_purge is not None and not callable(on_purge):
             raise TypeError("on_purge must be callable or None")
-        if not (0 < page_size <= _MAX_PAGE_SIZE and page_size & (page_size - 1) == 0):
-            raise ValueError("page_size must be a power of two <= 2**40")
-        if not 0 <= start < end <= _ADDR_LIMIT:
-            raise ValueError("need 0 <= start < end <= 2**64")
-        if start % page_size or end % page_size:
-            raise ValueError("start and end must be multiples of page_size")
-        if nr_nodes is None:
-            nr_nodes = default_nr_nodes()
-        elif not 1 <= nr_nodes <= _MAX_NODES:
-            raise ValueError(f"nr_nodes must be in 1..{_MAX_NODES}")
-        if zone_size is None:
-            zone_size = 16 * page_size
-        elif zone_size <= 0 or zone_size % page_size or zone_size >= _ADDR_LIMIT:
-            raise ValueError("zone_size must be a positive multiple of page_size below 2**64")
-        if lock not in _LOCK_MODE_IDS:
-            raise ValueError(f"lock must be one of {LOCK_MODES}, not {lock!r}")
-        if lazy_max_pages is None:
-            lazy_max_pages = _reference.default_lazy_max_pages(page_size)
-        elif not 0 <= lazy_max_pages < _ADDR_LIMIT:
-            raise ValueError("lazy_max_pages must be in [0, 2**64)")
+        if not isinstance(auto_purge, bool):
+            raise TypeError("auto_purge must be a bool")
+        (profile, lock, search, nr_nodes, zone_size,
+         lazy_max_pages) = _reference.check_config(start, end, page_size, nr_nodes, zone_size,
+                                                   lazy_max_pages, lock, kernel, search)
 
         s = <space_t*>vm_calloc(1, sizeof(space_t))
         if s == NULL:
@@ -356,6 +426,10 @@ cdef class VmapSpace:
         vm_lock_init(&s.locks[2])
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
+        s.search_lowest = search == "lowest"
+        s.walk_down = profile.walk_down
+        s.decay_keeps_small = profile.decay_keeps_small
+        s.lazy_merge = profile.lazy_merge
         s.global_lock = &s.locks[1] if s.mode == LOCK_GLOBAL else NULL
         s.free_lock = s.global_lock if s.global_lock != NULL else &s.locks[0]
         for k in range(s.nr_nodes):       # calloc'ed: zero counters, empty trees
@@ -372,8 +446,11 @@ cdef class VmapSpace:
         self.start, self.end, self.page_size = start, end, page_size
         self.nr_nodes, self.zone_size, self.lock = nr_nodes, zone_size, lock
         self.lazy_max_pages, self.on_purge = lazy_max_pages, on_purge
+        self.kernel, self.search, self.auto_purge = profile.name, search, auto_purge
         self._callers = {}
         self.load_notes = []
+        self._flushing = None
+        self._rec = _reference.make_recorder(trace, self)
 
     def __dealloc__(self):
         if self.sp != NULL:
@@ -432,16 +509,40 @@ cdef class VmapSpace:
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
             if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
-                return self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
+                result = self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
+                if self._rec is not None:
+                    self._trace_alloc(ALLOC_OK, addr, size, al, vs, vl, cpu)
+                return result
             tag += 1
         rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
         if rc == ALLOC_NOMEM and rotated:
             pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
-        if rc == ALLOC_NOSPACE or rc == ALLOC_RANGE:
-            self._purge(True)               # the overflow path: purge, retry once
+        if (rc == ALLOC_NOSPACE or rc == ALLOC_RANGE) and self.auto_purge and not self._in_flush():
+            if self._rec is not None:
+                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+            # The overflow path: purge everything (full decay), retry once.
+            failure = None
+            try:
+                self._purge(True)
+            except _CallbackFailed as exc:  # retry first, then report
+                failure = exc
             rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
+            if failure is not None:
+                result = None
+                if rc == ALLOC_OK:
+                    result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1,
+                                                rotated)
+                if self._rec is not None:
+                    self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+                raise failure.report(f"alloc({size:#x}, align={al:#x})", result) \
+                    from failure.__cause__
+        if self._rec is not None and rc != ALLOC_OK:
+            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
         if rc == ALLOC_OK:
-            return self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1, rotated)
+            result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1, rotated)
+            if self._rec is not None:
+                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+            return result
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
@@ -453,7 +554,9 @@ cdef class VmapSpace:
         """The allocated address as an int, with its caller tag recorded.  If
         either cannot be made (MemoryError), the allocation is undone (and
         the pool of node put back in order if its miss rotated it), so that
-        alloc() raises with the space as it was."""
+        alloc() raises with the space's areas, pools and counts as they were
+        (the free tree holds the same blocks; its shape may differ, see the
+        README on memory failure)."""
         cdef uint64_t st, la
         try:
             result = <object>addr
@@ -470,6 +573,108 @@ cdef class VmapSpace:
                     pool_unrotate(self.sp, node, szm1)
             raise
         return result
+
+    cdef void _trace_alloc(self, alloc_status_t rc, uint64_t addr, object size, uint64_t align,
+                           uint64_t vs, uint64_t vl, object cpu):
+        err = None if rc == ALLOC_OK else "ERANGE" if rc == ALLOC_RANGE else "ENOENT"
+        self._rec.alloc(self, addr if rc == ALLOC_OK else None, size, align, vs,
+                        <object>vl + 1, err, cpu)
+
+    cdef bint _in_flush(self):
+        return self._flushing is not None and self._flushing == threading.get_ident()
+
+    def predict(self, size, align=None, vstart=None, vend=None, *, cpu=None):
+        """What alloc() with these arguments would do now, changing nothing:
+        ``(addr, "pool")`` when node_alloc() would hand out the aligned head of
+        the CPU's pool, ``(addr, "free")`` for the free tree's answer, or
+        ``(None, "ENOENT")`` / ``(None, "ERANGE")`` when the first attempt
+        fails (before any purge).  The replay compares this with the kernel."""
+        cdef space_t* s = self._s()
+        cdef uint64_t szm1, al, vs, vl, addr = 0
+        cdef alloc_status_t rc
+        cpu = _index_opt(cpu, "cpu")       # every TypeError before any ValueError, as alloc()
+        szm1, al, vs, vl = self._request(size, align, vstart, vend)
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        if vs == s.start and vl == s.last and s.nr_nodes > 1:
+            node = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
+            if space_pool_peek(s, <unsigned>node, szm1, al, &addr):
+                return addr, "pool"
+        rc = space_probe(s, szm1, al, vs, vl, &addr)
+        if rc == ALLOC_OK:
+            return addr, "free"
+        return None, "ERANGE" if rc == ALLOC_RANGE else "ENOENT"
+
+    def alloc_at(self, addr, size, *, cpu=None, caller=None):
+        """Take exactly ``[addr, addr + size)``: cut out of the free block that
+        holds it (the va_clip() of a chosen range, as pcpu_get_vm_areas() does),
+        or an area of exactly that range taken out of a pool.  ``cpu`` tags it
+        with node ``cpu % nr_nodes`` (where there are nodes), as a whole-range
+        alloc() would.  ValueError when the range is not wholly free; returns
+        addr.  The replay uses it to follow the kernel where the model differs."""
+        cdef space_t* s = self._s()
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
+        cdef uint64_t szm1, tag = 0
+        cdef alloc_status_t rc
+        size = _index(size, "size")
+        cpu = _index_opt(cpu, "cpu")
+        if caller is not None and not isinstance(caller, str):
+            raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
+        szm1 = _last_of(size, "size")
+        if (szm1 + 1) & (s.page_size - 1):
+            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        if a & (s.page_size - 1) or a < s.start or a > s.last or s.last - a < szm1:
+            raise ValueError("need a page-aligned [addr, addr + size) inside [start, end)")
+        if cpu is not None and s.nr_nodes > 1:
+            tag = cpu % s.nr_nodes + 1
+        # The caller tag is recorded before the change and taken back if the
+        # range is refused, so that nothing after the change can fail (the
+        # result is addr itself; replacing a value or deleting a key never
+        # allocates).
+        old = _NO_CALLER
+        if caller is not None:
+            old = self._callers.get(addr, _NO_CALLER)
+            self._callers[addr] = caller
+        rc = space_alloc_at(s, a, szm1, tag)
+        if rc != ALLOC_OK:
+            if old is not _NO_CALLER:
+                self._callers[addr] = old
+            elif caller is not None:
+                del self._callers[addr]
+            if rc == ALLOC_NOMEM:
+                raise MemoryError("vmap_core: out of memory for area records")
+            raise ValueError(f"[{a:#x}, {<object>a + size:#x}) is not free")
+        if caller is None and self._callers:
+            self._callers.pop(addr, None)
+        return addr
+
+    cdef tuple _request(self, size, align, vstart, vend):
+        """alloc()'s checks: (size - 1, align, vstart, vend - 1)."""
+        cdef space_t* s = self.sp
+        cdef uint64_t szm1, al, vs, vl
+        size = _index(size, "size")
+        align = _index_opt(align, "align")
+        vstart = _index_opt(vstart, "vstart")
+        vend = _index_opt(vend, "vend")
+        szm1 = _last_of(size, "size")
+        if (szm1 + 1) & (s.page_size - 1):
+            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
+        if align is None:
+            al = s.page_size
+        else:
+            al = _u64(align, "align")
+            if not _is_pow2(al):
+                raise ValueError(f"align must be a power of two, not {align}")
+        vs = s.start if vstart is None else _u64(vstart, "vstart")
+        vl = s.last if vend is None else _last_of(vend, "vend")
+        if vs < s.start or vl > s.last or vs > vl:
+            raise ValueError("need start <= vstart < vend <= end")
+        if (vs | (vl + 1)) & (s.page_size - 1):
+            raise ValueError("vstart and vend must be multiples of page_size")
+        return szm1, al, vs, vl
 
     def find(self, addr):
         """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
@@ -520,34 +725,44 @@ cdef class VmapSpace:
 
     def free_lazy(self, addr):
         """vfree() / free_vmap_area_noflush(): unlink the busy area that starts
-        at addr and park it, unmerged, in the lazy tree of its tagged node
-        (else the node of its start).  Its range is not reusable until a
-        purge, which runs here when the lazy pages exceed lazy_max_pages.
-        KeyError as for free(); returns the area."""
+        at addr and park it in the lazy tree of its tagged node (else the node
+        of its start), unmerged (v6.8: merged with lazy neighbours).  Its range
+        is not reusable until a purge, which runs here (with auto_purge) when
+        the lazy pages exceed lazy_max_pages.  KeyError as for free(); returns
+        the area."""
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
-        cdef uint64_t start, last
+        cdef uint64_t start, last, nr_lazy = 0
         cdef bint over = False
         cdef space_t* s = self._s()
         cdef VmapArea result = VmapArea.__new__(VmapArea)   # before the change
-        cdef int rc = space_free_lazy(s, a, &start, &last, &over)
+        cdef int rc = space_free_lazy(s, a, &start, &last, &over, &nr_lazy)
         if rc != UNLINK_OK:
             raise KeyError(addr)
         if self._callers:
             self._callers.pop(addr, None)
         result._start = start
         result._last = last
-        if over:
-            self._purge(False)
+        if self._rec is not None:
+            # The count is kept modulo 2**64: 0 right after a lazy free is 2**64.
+            self._rec.free(self, start, nr_lazy if nr_lazy else _ADDR_LIMIT)
+        if over and self.auto_purge and not self._in_flush():
+            try:
+                self._purge(False)
+            except _CallbackFailed as exc:
+                raise exc.report(f"free_lazy({a:#x})", result) from exc.__cause__
         return result
 
     def purge(self, full=False):
         """__purge_vmap_area_lazy(): decay every node's pools (~25% of each
-        class, all with full=True), then send every lazy area to its node's
-        pool (when it carries a node tag, fits one of the 256 size classes and
-        the purge is not full) or back to the free tree, merging.  Calls
-        on_purge(start, end) with the union of the purged ranges (the one TLB
-        flush) and returns the number of lazy areas purged."""
+        class, all with full=True), detach every lazy tree, call
+        on_purge(start, end) with the union of the detached ranges (the one TLB
+        flush) before any of them can be handed out again, then send every
+        lazy area to its node's pool (when it carries a node tag, fits one of
+        the 256 size classes and the purge is not full) or back to the free
+        tree, merging.  Returns the number of lazy areas purged.  If on_purge
+        raises, the purge still completes and OnPurgeError (chained to the
+        callback's exception) reports it."""
         cdef size_t n, expected = 0
         cdef space_t* s = self._s()
         cdef unsigned k
@@ -558,23 +773,52 @@ cdef class VmapSpace:
         for k in range(s.nr_nodes):
             expected += cnt_peek(&s.nodes[k].nr_lazy)
         result = <object>expected
-        n = self._purge(full)
+        try:
+            n = self._purge(full)
+        except _CallbackFailed as exc:
+            raise exc.report("purge()", exc.args[3]) from exc.__cause__
         return result if n == expected else <object>n
 
     cdef size_t _purge(self, bint full) except? <size_t>-1:
-        """The purge itself, for purge() and the purges that free_lazy() and
-        alloc()'s overflow path run: no Python object is made unless on_purge
-        is set (its exceptions, and a MemoryError building its arguments,
-        propagate after the purge it reports)."""
+        """One purge, for purge() and the purges that free_lazy() and
+        alloc()'s overflow path run: detach the lazy areas under the purge
+        lock, call on_purge with it held (as the kernel holds vmap_purge_lock
+        across the flush), then give them back.  No Python object is made
+        unless on_purge or a trace is set.  If on_purge raises, the purge
+        finishes and _CallbackFailed reports it; a MemoryError making its
+        arguments, or a BaseException from it, propagates after the purge."""
         cdef uint64_t fs, fl
         cdef size_t n
         cdef space_t* s = self.sp
+        if self._in_flush():
+            raise RuntimeError("purge called from on_purge: a purge cannot start while one "
+                               "is flushing (the kernel holds vmap_purge_lock)")
         with nogil:
             vm_nogil_enter()
-            n = space_purge(s, full, &fs, &fl)
+            lock_acquire(s.purge_lock)
+            n = space_purge_detach(s, full, &fs, &fl)
             vm_nogil_exit()
-        if n and self.on_purge is not None:
-            self.on_purge(fs, <object>fl + 1)
+        failure = None
+        try:
+            if n and self.on_purge is not None:
+                start, end = <object>fs, <object>fl + 1
+                self._flushing = threading.get_ident()
+                try:
+                    self.on_purge(start, end)             # flush_tlb_kernel_range()
+                except Exception as exc:                  # finish the purge, then report
+                    failure = exc
+                finally:
+                    self._flushing = None
+        finally:                                          # even on KeyboardInterrupt
+            with nogil:
+                vm_nogil_enter()
+                space_purge_reclaim(s, full)
+                vm_unlock(s.purge_lock)
+                vm_nogil_exit()
+            if self._rec is not None:
+                self._rec.purge(self, fs, <object>fl + 1, n)
+        if failure is not None:
+            raise _CallbackFailed(failure, fs, <object>fl + 1, n) from failure
         return n
 
     def drain_pools(self):
@@ -583,6 +827,9 @@ cdef class VmapSpace:
         cdef space_t* s = self._s()
         cdef size_t n, expected = 0
         cdef unsigned k
+        if self._in_flush():
+            raise RuntimeError("drain_pools() called from on_purge: the shrinker takes the "
+                               "purge lock that the flush holds")
         for k in range(s.nr_nodes):
             expected += cnt_peek(&s.nodes[k].nr_pooled)
         result = <object>expected        # made before the change, as in purge()
@@ -623,8 +870,8 @@ cdef class VmapSpace:
         qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
         return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
 
-    def _debug_pool_order(self):
-        """Test-only: (node, start, end) of every pooled area, node by node,
+    cdef list _debug_pool_order(self):
+        """Test-only (vmap_core._testhooks.debug_pool_order): (node, start, end) of every pooled area, node by node,
         size class by size class, head first: the order pooled_areas() sorts
         away, which decides what the next pooled alloc() gets."""
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
@@ -647,18 +894,19 @@ cdef class VmapSpace:
         return out
 
     def vmallocinfo(self):
-        """/proc/vmallocinfo (s_show(), show_purge_info()): busy areas node by
-        node, sorted within a node, as ``0x<start>-0x<end> <size> <caller>
-        pages=<n> vmalloc`` (``vm_map_ram`` for an area without a caller),
-        then the lazily freed ones as ``unpurged vm_area``.  One consistent
-        snapshot of both (see the README on concurrent snapshots)."""
+        """/proc/vmallocinfo (vmalloc_info_show(), show_purge_info()): busy
+        areas node by node, sorted within a node, as ``0x<start>-0x<end>
+        <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
+        pages= without it, no caller where none was given), then the lazily
+        freed ones as ``unpurged vm_area``.  One consistent snapshot of both
+        (see the README on concurrent snapshots)."""
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY | SNAP_LAZY)
         cdef snap_area_t* a = snap.sn.areas[0]
         cdef dict callers = self._callers
         cdef list lines = []
         cdef size_t i
         page_size = self.page_size
-        info_line = _reference._info_line
+        info_line = _reference.info_line
         for i in range(snap.sn.n[0]):
             start = a[i].start
             lines.append(info_line(start, <object>a[i].last + 1, callers.get(start), page_size))
@@ -674,13 +922,85 @@ cdef class VmapSpace:
     @classmethod
     def from_vmallocinfo(cls, text_or_path, **space_kwargs):
         """A space holding exactly the busy areas of a /proc/vmallocinfo dump
-        (its text, or a path to one); see vmap_core.vmallocinfo.load.  What
+        (its text, or a path to one); see vmap_core.kernel.vmallocinfo.load.  What
         was done to build it (hidden or hashed addresses laid out anew, lines
         skipped) is in the space's ``load_notes``."""
-        from . import vmallocinfo
+        from .kernel import vmallocinfo
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
         return space
+
+    def _free_tree_shape(self):
+        """Test-only: the free tree in preorder, (start, end, 'r'|'b', depth)
+        per node, to compare with the reference's transcription of the kernel."""
+        cdef space_t* s = self._s()
+        cdef shape_t* sh = NULL
+        cdef size_t n = 0
+        cdef int rc
+        with nogil:
+            vm_nogil_enter()
+            rc = space_free_shape(s, &sh, &n)
+            vm_nogil_exit()
+        if rc != 0:
+            raise MemoryError("vmap_core: out of memory for a snapshot")
+        try:
+            return _shape_list(sh, n)
+        finally:
+            free(sh)
+
+    def locate(self, addr):
+        """What holds addr: ``("busy", area, node)``, ``("free", block,
+        None)``, ``("lazy", area, node)`` or ``("pooled", area, node)``; or
+        ``(None, None, None)`` outside the space (or, from inside on_purge, in
+        an area the purge is flushing).  A pooled area costs a scan of the pools."""
+        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef space_t* s = self._s()
+        cdef uint64_t st, la
+        cdef va_t* n
+        cdef unsigned k
+        cdef size_t cls
+        cdef vnode_t* vn
+        cdef vm_lock_t* l
+        cdef bint found = False
+        if space_find(s, a, &st, &la):
+            return "busy", _area(st, la), addr_to_node_id(s, st)
+        lock_acquire(s.free_lock)
+        n = ft_enclosing(s, a)
+        if n != NULL:
+            st, la = n.start, n.last
+            found = True
+        vm_unlock(s.free_lock)
+        if found:
+            return "free", _area(st, la), None
+        for k in range(s.nr_nodes):
+            vn = &s.nodes[k]
+            l = lazy_lock(s, vn)
+            lock_acquire(l)
+            n = bt_lookup_root(&vn.lazy_root, a)
+            if n != NULL:
+                st, la = n.start, n.last
+                found = True
+            vm_unlock(l)
+            if found:
+                return "lazy", _area(st, la), k
+        for k in range(s.nr_nodes):
+            vn = &s.nodes[k]
+            if cnt_peek(&vn.nr_pooled) == 0:
+                continue
+            l = pool_lock(s, vn)
+            lock_acquire(l)
+            for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                n = vn.pools[cls].head
+                while n != NULL and not (n.start <= a <= n.last):
+                    n = n.next
+                if n != NULL:
+                    st, la = n.start, n.last
+                    found = True
+                    break
+            vm_unlock(l)
+            if found:
+                return "pooled", _area(st, la), k
+        return None, None, None
 
     def node_of(self, addr):
         """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
@@ -776,13 +1096,21 @@ cdef class VmapSpace:
 
     # -- introspection ------------------------------------------------------
 
-    cdef void _lock_all(self) noexcept:
-        """Every lock, in the one fixed order (_snapshot.pxi), GIL released
-        for any wait."""
-        snap_lock(self.sp, SNAP_COUNTS)
+    cdef unsigned _snap_flags(self, unsigned what) except? 0xFFFFFFFF:
+        """what, plus SNAP_PURGE_HELD from inside on_purge: there the purge
+        lock is the flushing purge's, held by this very thread, and a view
+        that needs it neither takes it again nor releases it."""
+        return what | SNAP_PURGE_HELD if self._in_flush() else what
 
-    cdef void _unlock_all(self) noexcept:
-        snap_unlock(self.sp, SNAP_COUNTS)
+    cdef int _lock_all(self, unsigned* held) except -1:
+        """Every lock, in the one fixed order (_snapshot.pxi), the GIL
+        released for any wait; *held says how to release them (_unlock_all)."""
+        held[0] = self._snap_flags(SNAP_COUNTS)
+        snap_lock(self.sp, held[0])
+        return 0
+
+    cdef void _unlock_all(self, unsigned held) noexcept:
+        snap_unlock(self.sp, held)
 
     def check(self):
         """Verify every invariant; AssertionError names the first broken one.
@@ -790,40 +1118,43 @@ cdef class VmapSpace:
         rb colours and black heights, parent links, address order and
         subtree_max_size in every tree; each list is its tree in order; busy
         areas sit in the node of their start, lazy ones in the node of their
-        tag; pooled areas sit in their size class; free blocks are coalesced;
-        free, busy, lazy and pooled areas tile [start, end) exactly; the lazy
-        page count and the slab agree with them.  Takes every lock: call it while no other thread is
-        inside a method of this space.
+        tag (v6.8: no two touch); pooled areas sit in their size class; free
+        blocks are coalesced; free, busy, lazy, pooled (and, from inside
+        on_purge, detached) areas tile [start, end) exactly; the lazy page
+        count and the slab agree with them.  Takes every lock: call it while
+        no other thread is inside a method of this space.
         """
         cdef space_t* s = self._s()
         cdef block_t* blocks
         cdef const char* err
         cdef size_t cap
-        cdef unsigned k
-        self._lock_all()
+        cdef unsigned k, held
+        self._lock_all(&held)
         cap = s.nr_free
         for k in range(s.nr_nodes):
-            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+            cap += (s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+                    + s.nodes[k].nr_purge)
         blocks = <block_t*>vm_malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
-            self._unlock_all()
+            self._unlock_all(held)
             raise MemoryError()
         err = space_verify(s, blocks)
-        self._unlock_all()
+        self._unlock_all(held)
         free(blocks)
         if err != NULL:
             raise AssertionError((<bytes>err).decode())
 
-    def _debug_corrupt(self, kind):
-        """Test-only: break the invariant named by kind ("color", "subtree_max",
+    cdef _debug_corrupt(self, str kind):
+        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant named by kind ("color", "subtree_max",
         "order", "coalesce", "node_placement", "tiling", "list") so that
         check() can be shown to catch it.  The space is unusable afterwards."""
         cdef space_t* s = self._s()
         cdef bytes k = kind.encode()
         cdef const char* err
-        self._lock_all()
+        cdef unsigned held
+        self._lock_all(&held)
         err = space_corrupt(s, k)
-        self._unlock_all()
+        self._unlock_all(held)
         if err != NULL:
             raise ValueError(f"cannot corrupt {kind!r}: {(<bytes>err).decode()}")
 
@@ -846,7 +1177,7 @@ cdef class VmapSpace:
         concurrent snapshots).
         """
         cdef space_t* s = self._s()
-        cdef _Snapshot snap = _take_snapshot(s, SNAP_COUNTS)   # every lock, then none
+        cdef _Snapshot snap = _take_snapshot(s, self._snap_flags(SNAP_COUNTS))   # every lock, then none
         cdef snap_t* sn = &snap.sn
         cdef node_counts_t* nc
         cdef unsigned k
@@ -921,6 +1252,168 @@ cdef class VmapSpace:
         self._s()
         return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")
+
+    # -- container conventions, copies ---------------------------------------
+
+    def __contains__(self, addr):
+        """``addr in space``: some busy area holds addr, found as find() finds
+        it (O(log n) in the node tried first).  For a VmapArea: it is one of
+        the busy areas.  False for an int outside [0, 2**64); TypeError for
+        anything else."""
+        cdef uint64_t st, la
+        cdef space_t* s = self._s()
+        k = _area_key(addr)
+        if k is not None:
+            if not 0 <= k[0] < _ADDR_LIMIT:
+                return False
+            return space_find(s, <uint64_t>k[0], &st, &la) and st == k[0] and <object>la + 1 == k[1]
+        a = _index(addr, "addr")
+        if not 0 <= a < _ADDR_LIMIT:
+            return False
+        return space_find(s, <uint64_t>a, &st, &la)
+
+    def __reduce__(self):
+        """Pickle, copy.copy and copy.deepcopy: a new space built with the same
+        constructor arguments (reference.SPACE_INIT_ARGS: all but ``trace``, a
+        copy records nothing), then given the same busy, lazy and pooled areas
+        with their node tags and callers, the free tree in the same shape (the
+        kernel's aligned search depends on it) and the same load_notes
+        (reference.check_space_state() has the format), all from one instant.
+        The counters of stats() start again from zero.  RuntimeError from
+        inside on_purge."""
+        state = self._get_state()
+        kwargs = {}
+        for name in _reference.SPACE_INIT_ARGS:
+            kwargs[name] = getattr(self, name)
+        return (_reference.rebuild_space, (type(self), self.start, self.end, kwargs), state)
+
+    cdef dict _get_state(self):
+        cdef space_t* s = self._s()
+        cdef rec_t* recs
+        cdef shape_t* sh
+        cdef size_t cap = 0
+        cdef size_t nb = 0
+        cdef size_t nl, np_, nsh, i
+        cdef unsigned k, held
+        cdef size_t cls
+        if self._in_flush():
+            raise RuntimeError("a space cannot be copied from inside on_purge: its purge is "
+                               "half done")
+        # Every lock; the records and the free tree's shape copied in C; no lock.
+        self._lock_all(&held)
+        for k in range(s.nr_nodes):
+            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+        recs = <rec_t*>vm_malloc((cap + 1) * sizeof(rec_t))
+        sh = <shape_t*>vm_malloc((s.nr_free + 1) * sizeof(shape_t)) if recs != NULL else NULL
+        if sh == NULL:
+            self._unlock_all(held)
+            free(recs)
+            raise MemoryError()
+        for k in range(s.nr_nodes):
+            nb = _copy_recs(rb_first(s.nodes[k].root.node), recs, nb, cap, k)
+        nl = nb
+        for k in range(s.nr_nodes):
+            nl = _copy_recs(rb_first(s.nodes[k].lazy_root.node), recs, nl, cap, k)
+        np_ = nl
+        for k in range(s.nr_nodes):
+            for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                np_ = _copy_recs(s.nodes[k].pools[cls].head, recs, np_, cap, k)
+        nsh = ft_copy_shape(s, sh, s.nr_free)
+        self._unlock_all(held)
+        try:
+            callers = self._callers
+            busy = []
+            for i in range(nb):
+                busy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux),
+                             callers.get(recs[i].start)))
+            busy.sort()
+            lazy = []
+            for i in range(nb, nl):
+                lazy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux)))
+            lazy.sort()
+            pooled = []
+            for i in range(nl, np_):
+                pooled.append((recs[i].node, recs[i].start, <object>recs[i].last + 1))
+            shape = _shape_list(sh, nsh)
+        finally:
+            free(recs)
+            free(sh)
+        return {"version": _reference.STATE_VERSION, "busy": busy, "lazy": lazy,
+                "pooled": pooled, "free_tree": shape, "load_notes": list(self.load_notes)}
+
+    def __setstate__(self, state):
+        """Give a new, empty space the areas and the free tree of a state from
+        __reduce__()."""
+        cdef space_t* s = self._s()
+        cdef uint64_t addr, nr_lazy
+        cdef va_t* va
+        cdef vnode_t* vn
+        cdef unsigned k
+        cdef bint ok, over
+        busy, lazy, pooled, shape, notes = _reference.check_space_state(self, state)
+        empty = s.nr_free == 1
+        for k in range(s.nr_nodes):
+            empty = empty and not (s.nodes[k].nr_areas or s.nodes[k].nr_lazy or s.nodes[k].nr_pooled)
+        if not empty:
+            raise ValueError("__setstate__ needs a new, empty space")
+        for start, end, tag, caller in busy:
+            self._place(start, end, tag)
+            if caller is not None:
+                self._callers[start] = caller
+        for start, end, tag in lazy:
+            self._place(start, end, tag)
+            space_free_lazy(s, start, &addr, &addr, &over, &nr_lazy)   # no purge: the state had none
+        for node, start, end in pooled:
+            self._place(start, end, node)
+            va = NULL
+            space_find_unlink(s, start, &va)
+            vn = &s.nodes[<unsigned>node]
+            lock_acquire(pool_lock(s, vn))
+            pool_push_tail(&vn.pools[size_to_va_pool(s, va.last - va.start, &ok)], va)
+            cnt_add(&vn.nr_pooled, 1)
+            vm_unlock(pool_lock(s, vn))
+        self._shape_free_tree(shape)
+        self.load_notes = notes
+
+    cdef _shape_free_tree(self, list shape):
+        """Relink the free tree's records as ``shape`` (preorder (start, end,
+        'r'|'b', depth), checked by check_space_state() against the blocks the
+        placed areas leave free) and recompute subtree_max_span bottom-up."""
+        cdef space_t* s = self._s()
+        cdef size_t n = len(shape)
+        cdef size_t i
+        cdef int rc
+        cdef shape_t* sh = <shape_t*>vm_malloc((n + 1) * sizeof(shape_t))
+        if sh == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):       # into C first: no Python object under the lock
+                start, end, colour, depth = shape[i]
+                sh[i].start = start
+                sh[i].last = <uint64_t>(end - 1)
+                sh[i].black = colour == "b"
+                sh[i].depth = depth
+            with nogil:
+                vm_nogil_enter()
+                rc = space_shape_free_tree(s, sh, n)
+                vm_nogil_exit()
+        finally:
+            free(sh)
+        if rc == -2:
+            raise MemoryError()
+        if rc != 0:
+            raise SystemError("vmap_core: the free blocks do not match the state's tree")
+
+    cdef _place(self, uint64_t start, object end, object tag):
+        """Make [start, end) busy, tagged with node tag (None: untagged)."""
+        cdef uint64_t addr = 0
+        cdef uint64_t last = <uint64_t>(end - 1)
+        cdef alloc_status_t rc = space_alloc(self.sp, last - start, self.sp.page_size, start,
+                                             last, 0 if tag is None else <uint64_t>tag + 1, &addr)
+        if rc == ALLOC_NOMEM:
+            raise MemoryError("vmap_core: out of memory for area records")
+        if rc != ALLOC_OK or addr != start:
+            raise SystemError(f"vmap_core: cannot restore the area at {start:#x}")
 
 
 # -- native multi-threaded runs ---------------------------------------------
@@ -1244,19 +1737,40 @@ def stress_native(VmapSpace space not None, threads, ops, seed=1, max_owned=256)
 
 
 # -- test-only hooks ------------------------------------------------------------
+# Not attributes of VmapSpace nor names of this module: the test suite and
+# .ci/sanitize reach them through vmap_core._testhooks, which this fills in.
 
-def _fail_c_alloc(long k=-1):
-    """Test-only: make the k-th C allocation of the core from now on fail
-    (0 is the next one), once; -1 turns it off.  Returns the number of C
-    allocations made so far, so a test can tell whether a call made any."""
-    vm_fail_alloc_at(k)
-    return vm_alloc_count()
+cdef void _install_test_hooks() except *:
+    def debug_corrupt(VmapSpace space, str kind):
+        space._debug_corrupt(kind)
+
+    def debug_pool_order(VmapSpace space):
+        return space._debug_pool_order()
+
+    def race_selftest(n=100000):
+        return _race_selftest(n)
+
+    def leak_selftest(nbytes=4096):
+        return _leak_selftest(nbytes)
+
+    def ubsan_selftest(shift=64):
+        return _ubsan_selftest(shift)
+
+    def fail_c_alloc(k=-1):
+        vm_fail_alloc_at(k)
+        return vm_alloc_count()
+
+    def c_alloc_count():
+        return vm_alloc_count()
+
+    from . import _testhooks
+    _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
+                        race_selftest=race_selftest, leak_selftest=leak_selftest,
+                        ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
+                        c_alloc_count=c_alloc_count)
 
 
-def _c_alloc_count():
-    """Test-only: the number of C allocations the core has made."""
-    return vm_alloc_count()
-
+_install_test_hooks()
 
 if vm_cpu_atfork_init() != 0:
     raise ImportError("vmap_core: pthread_atfork() failed")

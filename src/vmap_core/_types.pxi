@@ -64,6 +64,8 @@ ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
     vm_lock_t pool_lock             # pool_lock: the pools
     va_pool_t* pools                # MAX_VA_SIZE_PAGES classes
     size_t nr_pooled
+    va_t* purge_list                # purge_list: detached lazy areas while a purge flushes
+    size_t nr_purge
 
 ctypedef struct space_t:
     uint64_t start
@@ -86,6 +88,11 @@ ctypedef struct space_t:
     uint64_t purges            # purge runs; those that flushed; areas purged
     uint64_t tlb_flushes
     uint64_t purged_areas
+    # The kernel profile (vmap_core.profiles): what differs between versions.
+    bint search_lowest         # search="lowest": the exact linear lowest match
+    bint walk_down             # find walks i - 1 (v6.16+), else i + 1 (v6.9)
+    bint decay_keeps_small     # a non-full decay keeps pools of 1-3 areas (v6.16+)
+    bint lazy_merge            # v6.8: lazy areas merge in one purge tree, no pools
 
 
 cdef inline void cnt_add(size_t* count, int64_t delta) noexcept nogil:

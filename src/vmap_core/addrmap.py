@@ -1,11 +1,13 @@
-"""The address space as a picture: each pixel a run of addresses, coloured by state.
+"""The address space as pixels: each pixel a run of addresses, with a state.
 
 :func:`regions` reads a space's lists (busy areas, ``free_areas()``,
 ``lazy_areas()``, ``pooled_areas()``); :func:`rasterize` turns them into one
-state per pixel (numpy); :func:`plot` draws a strip (rows of addresses, left to
-right, top to bottom) or a Hilbert curve (neighbouring addresses stay close)
-with matplotlib, the fragmentation summary in the legend.  :func:`demo_space`
-builds a small space whose picture shows every state.
+state per pixel (numpy); :func:`image` lays the pixels out as a strip (rows of
+addresses, left to right, top to bottom) or a Hilbert curve (neighbouring
+addresses stay close).  :func:`summary` counts each state, with the one
+definition of :func:`fragmentation`.  :func:`demo_space` builds a small space
+whose picture shows every state.  The picture itself is drawn by
+:mod:`vmap_core.cli.map`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import random
 
 FREE, POOLED, LAZY, BUSY = 0, 1, 2, 3          # also the priority order
 STATE_NAMES = ("free", "pooled", "lazy", "busy")
-PLOT_HINT = "the map needs matplotlib: pip install vmap_core[plot]"
 LAYOUTS = ("strip", "hilbert")
 
 
@@ -29,14 +30,21 @@ def regions(space):
     return out
 
 
+def fragmentation(free_bytes: int, largest_free: int) -> float:
+    """The one definition: the share of free bytes outside the largest free
+    block, ``1 - largest_free / free_bytes`` (0 when nothing is free).  Lazy
+    and pooled areas are not free: a purge must run before they can be reused."""
+    return 1 - largest_free / free_bytes if free_bytes else 0.0
+
+
 def summary(space) -> dict:
-    """Counts and bytes per state, largest free block, fragmentation."""
+    """Counts and bytes per state, largest free block, :func:`fragmentation`."""
     st = space.stats()
     free, largest = st["free_bytes"], st["largest_free"]
     regs = regions(space)
     out = {"busy_areas": st["busy_areas"], "busy_bytes": st["busy_bytes"],
            "free_blocks": st["free_areas"], "free_bytes": free, "largest_free": largest,
-           "fragmentation": 1 - largest / free if free else 0.0,
+           "fragmentation": fragmentation(free, largest),
            "lazy_areas": len(regs[LAZY]), "lazy_bytes": sum(e - s for s, e, _ in regs[LAZY]),
            "pooled_areas": len(regs[POOLED]),
            "pooled_bytes": sum(e - s for s, e, _ in regs[POOLED])}
@@ -133,95 +141,6 @@ def image(state, node, layout: str, width: int):
     return gs, gn
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-def require_matplotlib() -> None:
-    """ImportError with the install hint unless matplotlib imports."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ImportError(PLOT_HINT) from None
-
-
-def plot(space, path, *, layout: str = "strip", span: str = "used", mode: str = "priority",
-         title: str | None = None) -> dict:
-    """Write a PNG map of ``space`` to ``path``; returns its :func:`summary` plus the range."""
-    require_matplotlib()
-    import numpy as np
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-    regs = regions(space)
-    lo, hi = used_span(space, regs) if span == "used" else (space.start, space.end)
-    # strip: 240 rows of 640 pixels (at most one screen pixel each); hilbert: 512 x 512
-    width, rows = (640, 240) if layout == "strip" else (512, 512)
-    npix = width * rows
-    state, node, bpp = rasterize(space, npix, lo, hi, mode=mode, regs=regs)
-    gs, gn = image(state, node, layout, width)
-
-    nodes = space.nr_nodes
-    busy_cols = [tuple(c) for c in _node_colors(nodes)]
-    fixed = {FREE: "#e8e8e8", LAZY: "#d62728", POOLED: "#ff9f1c"}
-    colors = [fixed[FREE], fixed[LAZY], fixed[POOLED]] + busy_cols
-    idx = np.where(gs == FREE, 0, np.where(gs == LAZY, 1, np.where(gs == POOLED, 2,
-                   3 + np.clip(gn, 0, nodes - 1))))
-    fig = Figure(figsize=(11, 6.2 if layout == "strip" else 8.5), dpi=110)
-    ax = fig.add_axes([0.13, 0.08, 0.56, 0.84])
-    ax.imshow(idx, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1,
-              interpolation="nearest", aspect="auto" if layout == "strip" else "equal")
-    for spine in ax.spines.values():                # would hide the edge pixels
-        spine.set_visible(False)
-    if layout == "strip":
-        rows = gs.shape[0]
-        ticks = np.linspace(0, rows - 1, 6).astype(int)
-        ax.set_yticks(ticks, [f"{lo + int(t) * width * bpp:#x}" for t in ticks], fontsize=7)
-        ax.set_xticks([0, width // 2, width - 1],
-                      ["+0", f"+{_human(width * bpp / 2)}", f"+{_human(width * bpp)}"], fontsize=7)
-        ax.set_ylabel("row start address")
-    else:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel("Hilbert curve: neighbouring addresses stay close")
-    ax.set_title(title or "vmap address space", fontsize=10)
-
-    info = summary(space)
-    shown = min(nodes, 8)
-    handles = [Patch(color=busy_cols[n], label=f"busy, node {n}") for n in range(shown)]
-    if nodes > shown:
-        handles.append(Patch(color=busy_cols[-1], label=f"busy, nodes {shown}..{nodes - 1}"))
-    handles += [Patch(color=fixed[LAZY], label=f"lazy ({info['lazy_areas']})"),
-                Patch(color=fixed[POOLED], label=f"pooled ({info['pooled_areas']})"),
-                Patch(color=fixed[FREE], label="free")]
-    text = (f"range  [{lo:#x},\n        {hi:#x})\n"
-            f"pixel  {_human(bpp)} ({mode})\n"
-            f"busy   {info['busy_areas']} areas, {_human(info['busy_bytes'])}\n"
-            f"free   {info['free_blocks']} blocks, {_human(info['free_bytes'])}\n"
-            f"largest free  {_human(info['largest_free'])}\n"
-            f"fragmentation {info['fragmentation']:.2%}\n"
-            f"lazy   {_human(info['lazy_bytes'])}\npooled {_human(info['pooled_bytes'])}")
-    leg = fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.71, 0.92),
-                     fontsize=8, title="state", title_fontsize=9)
-    leg.get_frame().set_alpha(0.9)
-    fig.text(0.715, 0.08, text, family="monospace", fontsize=7.5, va="bottom")
-    fig.savefig(path)
-    return {**info, "lo": lo, "hi": hi, "bytes_per_pixel": bpp, "layout": layout}
-
-
-def _node_colors(n: int):
-    """Distinct blue-green-purple shades for busy areas of n nodes."""
-    from matplotlib import colormaps
-    cmap = colormaps["viridis"]
-    return [cmap(0.1 + 0.75 * (i / max(1, n - 1))) for i in range(n)]
-
-
 def demo_space(cls=None, *, seed: int = 1, nr_nodes: int = 4, pages: int = 1 << 14):
     """A seeded random alloc / free_lazy / purge / free workload on a ``pages``-page space.
 
@@ -230,7 +149,7 @@ def demo_space(cls=None, *, seed: int = 1, nr_nodes: int = 4, pages: int = 1 << 
     without lazy free it frees at once.
     """
     if cls is None:
-        from . import VmapSpace as cls
+        from ._space import VmapSpace as cls
     rng = random.Random(seed)
     base = 0xffffc90000000000
     lazy = hasattr(cls, "free_lazy")
@@ -263,5 +182,6 @@ def demo_space(cls=None, *, seed: int = 1, nr_nodes: int = 4, pages: int = 1 << 
     return space
 
 
-__all__ = ["BUSY", "FREE", "LAZY", "POOLED", "STATE_NAMES", "demo_space", "hilbert_xy",
-           "image", "plot", "rasterize", "regions", "summary", "used_span"]
+__all__ = ["BUSY", "FREE", "LAYOUTS", "LAZY", "POOLED", "STATE_NAMES", "demo_space",
+           "fragmentation", "hilbert_xy", "image", "rasterize", "regions", "summary",
+           "used_span"]

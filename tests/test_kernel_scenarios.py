@@ -1,7 +1,8 @@
-"""The lib/test_vmalloc.c scenarios (vmap_core.test_vmalloc) and `test-vmalloc`."""
+"""The lib/test_vmalloc.c scenarios (vmap_core.kernel.scenarios) and `test-vmalloc`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -12,8 +13,9 @@ import pytest
 
 import _util
 
-from vmap_core import test_vmalloc as tv
+from vmap_core.kernel import scenarios as tv
 from vmap_core.cli import main
+from vmap_core.cli.common import kernel_int
 
 P = 4096
 LOCKS = ("node", "global", "rwlock", "optimistic")
@@ -240,20 +242,40 @@ def test_cli_whole_default_mask_small_loops(capsys):
     assert "reference/node: all as expected; check() ok, space empty" in text
 
 
-def test_cli_plain_output_without_rich(monkeypatch, capsys):
-    import vmap_core.cli as cli
-    monkeypatch.setattr(cli, "_rich_console", lambda stderr=False: None)
+def test_cli_kernel_log_lines(capsys):
     assert main(["test-vmalloc", "--reference", "--locks", "global", "--test-loop-count",
-                 "5", "--run-test-mask", "0x41", "--seed", "1"]) == 0
+                 "5", "--run-test-mask", "0x41", "--seed", "1", "--kernel-log"]) == 0
     text = capsys.readouterr().out
     assert "Summary: fix_size_alloc_test passed: 1 failed: 0 repeat: 1 loops: 5 avg: " in text
     assert "Summary: align_shift_alloc_test passed: 0 failed: 1" in text
     assert "reference/global: all as expected" in text and "PASS" in text
 
 
+@pytest.mark.parametrize("text, value", [("010", 8), ("0x10", 16), ("0X1f", 31), ("10", 10),
+                                         ("0", 0), ("-010", -8), ("+7", 7), (" 017 ", 15)])
+def test_module_param_integers(text, value):
+    """Read as kstrtoint(s, 0, ...) reads them: a leading 0 is octal, as the help says."""
+    assert kernel_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["08", "0x", "1_000", "1e3", "", "0b101", "--1", "0x-1"])
+def test_module_param_integers_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        kernel_int(text)
+
+
+def test_cli_octal_mask(capsys):
+    """--run-test-mask 010 is bit 3 (random_size_alloc_test), not a usage error."""
+    assert main(["test-vmalloc", "--reference", "--run-test-mask", "010",
+                 "--test-loop-count", "3", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "random_size_alloc_test" in text and "fix_size_alloc_test" not in text
+    assert "run_test_mask 0x8" in text
+
+
 @pytest.mark.parametrize("argv", [
     ["--run-test-mask", "0"], ["--run-test-mask", "0x800"], ["--locks", "spin"],
-    ["--run-test-mask", "zz"], ["--sequential-test-order", "maybe"],
+    ["--run-test-mask", "zz"], ["--run-test-mask", "08"], ["--sequential-test-order", "maybe"],
     ["--json", "/nonexistent/dir/x.json"]])
 def test_cli_usage_errors(argv, capsys):
     assert main(["test-vmalloc", "--reference", *argv]) == 2

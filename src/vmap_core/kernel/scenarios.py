@@ -63,7 +63,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from ._errors import VmapExhausted
+from .._errors import VmapExhausted
+from .._version import __version__
 
 # -- the kernel's constants (x86-64, 4 KiB pages, 4-level paging) ----------------
 
@@ -656,7 +657,7 @@ class Serialized:
 def _thread_safe(space) -> bool:
     """The Cython core locks itself; anything else is serialized."""
     try:
-        from ._space import VmapSpace
+        from .._space import VmapSpace
     except ImportError:
         return False
     return isinstance(space, VmapSpace)
@@ -728,17 +729,17 @@ def run(space, params: Params = Params(), *, seed: int | None = None,
 def space_class(reference: bool = False):
     """VmapSpace (the Cython core) or ReferenceSpace."""
     if reference:
-        from .reference import ReferenceSpace
+        from ..reference import ReferenceSpace
         return ReferenceSpace
-    from ._space import VmapSpace
+    from .._space import VmapSpace
     return VmapSpace
 
 
 def lock_modes(reference: bool = False) -> tuple[str, ...]:
     if reference:
-        from .reference import LOCK_MODES
+        from ..reference import LOCK_MODES
     else:
-        from ._space import LOCK_MODES
+        from .._space import LOCK_MODES
     return tuple(LOCK_MODES)
 
 
@@ -756,7 +757,7 @@ def run_locks(locks, params: Params = Params(), *, seed: int | None = None,
               reference: bool = False, progress=None) -> list[LockRun]:
     """:func:`run` once per lock mode, each on a fresh space, with the same seed.
 
-    ``progress(done, total, cell)`` (as in :mod:`vmap_core.cli`) is called from
+    ``progress(done, total, cell)`` (as in :mod:`vmap_core.cli.common`) is called from
     this thread with ``cell = (lock, nr_threads)``, and with ``cell = None`` at the end.
     """
     p = params.effective()
@@ -839,59 +840,7 @@ def describe(p: Params, seed: int | None = None) -> str:
     return s + (f", seed {seed}" if seed is not None else "")
 
 
-def _pass_fail(rows: list[dict]) -> str:
-    """passed/failed of one scenario over the lock modes: once if all agree."""
-    cells = [f"{r['passed']}/{r['failed']}" for r in rows]
-    return cells[0] if len(set(cells)) == 1 else " ".join(cells)
-
-
-TABLE_NOTE = ("p/f: passed/failed, summed over workers (per lock mode where they differ). "
-              "Per lock mode: average µs per run of the scenario (all repeats / repeat "
-              "count), mean over workers.  † supposed to fail (the kernel's comment).")
-
-
-def format_table(runs: list[LockRun], *, title: str | None = None):
-    """A rich Table: a row per scenario with its passed/failed counts and, per
-    lock mode, the average microseconds per run of the scenario (TABLE_NOTE);
-    red where a scenario did not do what it should."""
-    from rich import box
-    from rich.table import Table
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  collapse_padding=True)
-    table.add_column("id", justify="right", no_wrap=True)
-    table.add_column("test", overflow="fold", min_width=16)
-    table.add_column("p/f", justify="right", no_wrap=True)
-    for r in runs:
-        table.add_column(r.lock, justify="right", no_wrap=True)
-    summaries = [r.summary() for r in runs]
-    for k, row in enumerate(summaries[0] if summaries else []):
-        rows = [s[k] for s in summaries]
-        bad = not all(r["as_expected"] for r in rows)
-        red = (lambda x: f"[bold red]{x}[/]") if bad else (lambda x: x)
-        name = row["name"] + (" †" if row["supposed_to_fail"] else "")
-        table.add_row(str(row["id"]), name, red(_pass_fail(rows)),
-                      *[(f"[bold red]{r['avg_usec']:,.0f}[/]" if not r["as_expected"]
-                         else f"{r['avg_usec']:,.0f}") for r in rows])
-    table.add_section()
-    table.add_row("", "wall s, all tests", "", *[f"{r.wall_s:.2f}" for r in runs])
-    table.add_row("", "check(), empty", "", *[
-        ("ok" if r.empty else "[bold red]NOT EMPTY[/]") if r.check_ok
-        else "[bold red]FAILED[/]" for r in runs])
-    return table
-
-
-def format_text(runs: list[LockRun]) -> str:
-    """Plain text: the kernel's summary lines per lock mode, then a verdict."""
-    out = []
-    for r in runs:
-        out.append(f"== {r.impl}, lock {r.lock}")
-        out.extend(kernel_lines(r))
-        out.append(verdict(r))
-    return "\n".join(out)
-
-
 def to_json(runs: list[LockRun], *, command: str | None = None) -> dict:
-    from . import __version__
     p = runs[0].params if runs else Params().effective()
     return {
         "params": dataclasses.asdict(p),
@@ -918,6 +867,6 @@ def to_json(runs: list[LockRun], *, command: str | None = None) -> dict:
 
 
 __all__ = ["Params", "Scenario", "SCENARIOS", "Vmalloc", "LockRun", "run", "run_locks",
-           "make_space", "selected", "shuffle_array", "format_table", "format_text",
-           "kernel_lines", "verdict", "to_json", "VMALLOC_START", "VMALLOC_END",
+           "make_space", "selected", "shuffle_array", "kernel_lines", "verdict", "describe",
+           "to_json", "VMALLOC_START", "VMALLOC_END",
            "DEFAULT_TEST_LOOP_COUNT", "KERNEL_TEST_LOOP_COUNT"] + [s.name for s in SCENARIOS]

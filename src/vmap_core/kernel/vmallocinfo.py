@@ -25,7 +25,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from ._errors import VmapExhausted
+from .._errors import VmapExhausted
 
 PAGE_SIZE = 4096
 # x86-64 (4-level paging) VMALLOC_START .. VMALLOC_END + 1: 32 TiB.
@@ -134,12 +134,15 @@ def read(text_or_path, *, max_bytes: int = MAX_DUMP_BYTES) -> tuple[str, str]:
         path = os.fspath(text_or_path)
         if not isinstance(path, str):
             path = os.fsdecode(path)
-        return _read_file(path, max_bytes), path
+        return read_file(path, max_bytes), path
     return text_or_path, "<text>"
 
 
-def _read_file(path: str, max_bytes: int) -> str:
-    """A regular file's text, at most max_bytes (procfs files are regular)."""
+def read_file(path: str, max_bytes: int = MAX_DUMP_BYTES) -> str:
+    """A regular file's text, at most max_bytes (procfs files are regular,
+    and report size 0: the read itself is bounded).  ValueError naming the
+    file for anything else or anything larger; OSError when it cannot be
+    opened."""
     # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on files).
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -155,8 +158,8 @@ def _read_file(path: str, max_bytes: int) -> str:
     finally:
         os.close(fd)
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes} bytes, not a vmallocinfo dump "
-                         "(a real one is a few MB)")
+        raise ValueError(f"{path}: larger than {max_bytes} bytes, more than a vmallocinfo dump "
+                         "can be (a real one is a few MB)")
     return data.decode("utf-8", "replace")
 
 
@@ -266,24 +269,27 @@ def plan(dump: Dump, *, page_size: int = PAGE_SIZE, gap: int | None = None):
     return rng, placed, notes
 
 
-def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None = None,
+def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None = None,
          source: str | None = None, **space_kwargs):
-    """Build a space holding exactly the busy areas of a /proc/vmallocinfo dump.
+    """Build a space holding exactly the areas of a /proc/vmallocinfo dump:
+    busy + lazy areas account for every line.
 
     ``text_or_path``: the dump's text, or a path to it.  ``cls``: the space class
     (default :class:`vmap_core.VmapSpace`); ``space_kwargs`` go to it (page size
-    4096 unless given).  Each busy area is placed with ``alloc(size, vstart=addr,
-    vend=addr + size, caller=...)``; ``unpurged vm_area`` lines are left free, or,
-    with ``keep_unpurged`` and a space that has ``free_lazy``, placed and freed
-    lazily.  ``gap``: bytes between relaid areas whose neighbours are unknown
-    (default one page); ``source``: the dump's name in the notes.  Returns
+    4096 unless given; ``auto_purge=False`` unless given, so that the lazy areas
+    stay lazy as in the dump).  Each busy area is placed with ``alloc(size,
+    vstart=addr, vend=addr + size, caller=...)``; ``unpurged vm_area`` lines
+    (lazily freed, not yet purged) are placed and freed lazily, or, with
+    ``keep_unpurged=False`` or a space without ``free_lazy``, left free.
+    ``gap``: bytes between relaid areas whose neighbours are unknown (default
+    one page); ``source``: the dump's name in the notes.  Returns
     ``(space, notes)``.  Raises ``ValueError`` when the dump holds no area or
     an area that cannot be placed, or when the path is not a regular file or
     holds more than ``MAX_DUMP_BYTES``; ``TypeError`` for an argument that is
     neither text nor a path; ``OSError`` when the path cannot be read.
     """
     if cls is None:
-        from . import VmapSpace as cls
+        from .._space import VmapSpace as cls
     text, where = read(text_or_path)
     where = source or where
     dump = parse(text)
@@ -294,7 +300,7 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None
     page_size = space_kwargs["page_size"]
     lazy = keep_unpurged and hasattr(cls, "free_lazy")
     if lazy:
-        space_kwargs.setdefault("lazy_max_pages", 1 << 62)   # no automatic purge
+        space_kwargs.setdefault("auto_purge", False)          # the dump's lazy areas stay
     rng, placed, notes = plan(dump, page_size=page_size, gap=gap)
     space = cls(rng[0], rng[1], **space_kwargs)
     with_caller = hasattr(space, "caller_of")
@@ -325,5 +331,5 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = False, gap: int | None
     return space, notes
 
 
-__all__ = ["Dump", "Entry", "KERNEL_RANGE", "MAX_DUMP_BYTES", "chains", "detect", "layout", "load", "parse",
-           "plan", "read"]
+__all__ = ["Dump", "Entry", "KERNEL_RANGE", "MAX_DUMP_BYTES", "chains", "detect", "layout", "load",
+           "parse", "plan", "read", "read_file"]

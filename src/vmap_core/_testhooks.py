@@ -1,0 +1,74 @@
+"""Test-only hooks of the Cython core, for the test suite and .ci/sanitize.
+
+Not API: nothing here is for programs.  The hooks are compiled into the core
+but are neither attributes of VmapSpace nor names of ``vmap_core._space``;
+importing the core (``import vmap_core``) hands them to this module, which
+imports nothing.  A new hook is one more keyword of ``_install()`` in
+``_space.pyx`` and one function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_HOOKS: dict[str, Callable[..., Any]] = {}
+
+
+def _install(**hooks: Callable[..., Any]) -> None:
+    _HOOKS.update(hooks)
+
+
+def _hook(name: str) -> Callable[..., Any]:
+    try:
+        return _HOOKS[name]
+    except KeyError:
+        raise RuntimeError(f"test hook {name!r} is not installed: import vmap_core "
+                           "(the built Cython core) first") from None
+
+
+def debug_corrupt(space: Any, kind: str) -> None:
+    """Break the invariant named by kind (space_corrupt() in _check.pxi: "color",
+    "subtree_max", "order", "coalesce", "node_placement", "tiling", "list") so
+    that check() can be shown to catch it; ValueError for an unknown kind.  The
+    space is unusable afterwards."""
+    _hook("debug_corrupt")(space, kind)
+
+
+def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
+    """(node, start, end) of every pooled area, node by node, size class by
+    size class, head first: the order pooled_areas() sorts away, which
+    decides what the next pooled alloc() gets."""
+    return list(_hook("debug_pool_order")(space))
+
+
+def fail_c_alloc(k: int = -1) -> int:
+    """Make the k-th C allocation of the core from now on fail (0 is the next
+    one), once; -1 turns it off.  Returns the number of C allocations made so
+    far, so that a test can tell whether a call made any."""
+    return int(_hook("fail_c_alloc")(k))
+
+
+def c_alloc_count() -> int:
+    """The number of C allocations the core has made."""
+    return int(_hook("c_alloc_count")())
+
+
+def race_selftest(n: int = 100000) -> int:
+    """Two native threads race on one plain word: a ThreadSanitizer build reports it."""
+    return int(_hook("race_selftest")(n))
+
+
+def leak_selftest(nbytes: int = 4096) -> bool:
+    """Lose one malloc'ed block: a LeakSanitizer build reports it."""
+    return bool(_hook("leak_selftest")(nbytes))
+
+
+def ubsan_selftest(shift: int = 64) -> int:
+    """Shift a 64-bit word by shift bits (64: undefined behaviour): an
+    UndefinedBehaviorSanitizer build reports it."""
+    return int(_hook("ubsan_selftest")(shift))
+
+
+__all__ = ["c_alloc_count", "debug_corrupt", "debug_pool_order", "fail_c_alloc",
+           "leak_selftest", "race_selftest", "ubsan_selftest"]
