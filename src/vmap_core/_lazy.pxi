@@ -281,15 +281,19 @@ cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* l
         nspent = lazy_merge_or_add(vn, va, spent)
     else:
         tree_insert(&vn.lazy_root, &vn.nr_lazy, va)
-    # Counted under the lazy lock, so that a snapshot holding every lock sees
-    # the count agree with the lazy trees.
+    # Counted, and merged records given back, under the lazy lock, so that a
+    # snapshot holding every lock sees the count and the slab agree with the
+    # lazy trees.  The slab is serialised by the free lock, which comes after
+    # the lazy locks in the one lock order (in "global" mode it is this lock).
     nr_lazy[0] = vm_atomic_add(&s.lazy_nr, pages)
-    vm_unlock(l)
     if nspent:
-        lock_acquire(s.free_lock)          # the slab is serialised by the free lock
+        if s.global_lock == NULL:
+            lock_acquire(s.free_lock)
         for i in range(nspent):
             slab_free(&s.slab, spent[i])
-        vm_unlock(s.free_lock)
+        if s.global_lock == NULL:
+            vm_unlock(s.free_lock)
+    vm_unlock(l)
     # The sum wrapped (or this area alone is 2**64 pages): over any maximum.
     over[0] = nr_lazy[0] <= pages - 1 or nr_lazy[0] > s.lazy_max_pages
     return UNLINK_OK

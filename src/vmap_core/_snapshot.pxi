@@ -8,7 +8,14 @@
 # area is in two states.  An area that another thread is moving between two
 # structures (carved from the free tree but not yet in its node, unlinked
 # from its node but not yet merged back or parked as lazy) is in none of them
-# at that instant, so it is absent from the copy.
+# at that instant, so it is absent from the copy; so are the areas a purge
+# has detached while its on_purge runs (vn.purge_list).
+#
+# The order holds for every design: "global" is its one lock, v6.8's "split"
+# the per-node order with its one node (busy tree, lazy tree, free tree).
+# Other paths that nest locks follow it too (a lazy lock, then the free lock
+# for the records v6.8's merging lazy tree gives back).  The purge lock is
+# held across on_purge: a view taken from inside it passes SNAP_PURGE_HELD.
 
 cdef enum:
     SNAP_BUSY = 1       # busy areas, node by node, in address order within a node

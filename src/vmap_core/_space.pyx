@@ -9,7 +9,9 @@ Layers, each in its own include file, data flowing one way:
     -> _rbtree.pxi (rb-tree mechanics, augmentation as callbacks)
     -> _slab.pxi (area records) and _locks.h (spinlocks, atomics).
 Everything below this file is nogil C; Python objects are made only here,
-after the locks are dropped.  _check.pxi holds the invariant checker and
+after the locks are dropped (on_purge alone runs with the purge lock held, as
+the kernel's flush holds vmap_purge_lock).  _snapshot.pxi takes consistent
+views (every lock in one order), _check.pxi holds the invariant checker and
 _native.pxi the multi-threaded native loops (usercopy cells, stress).
 """
 
