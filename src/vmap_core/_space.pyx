@@ -478,6 +478,19 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         area is tagged with that node.  When nothing fits, everything lazy is purged with full pool
         decay and the search retried once; then VmapExhausted.  ``caller``
         is an optional tag shown by vmallocinfo().
+
+        Cost: O(log m + log n) (m free blocks, n busy areas); with
+        ``search="lowest"`` an alignment above page_size adds O(log m) per
+        large-enough but misaligned block below the answer.
+
+        Raises:
+            TypeError: a non-integer argument.
+            ValueError: size not a positive multiple of page_size, align not
+                a power of two, vstart/vend outside [start, end], empty or
+                unaligned.
+            VmapExhausted: nothing fits, even after the purge and the retry.
+            OnPurgeError: on_purge raised during the overflow path's purge
+                (the allocation completed: its address is in ``result``).
         """
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr
@@ -590,7 +603,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         ``(addr, "pool")`` when node_alloc() would hand out the aligned head of
         the CPU's pool, ``(addr, "free")`` for the free tree's answer, or
         ``(None, "ENOENT")`` / ``(None, "ERANGE")`` when the first attempt
-        fails (before any purge).  The replay compares this with the kernel."""
+        fails (before any purge).  The replay compares this with the kernel.
+
+        Cost: as alloc() (no purge, no retry).
+
+        Raises:
+            TypeError, ValueError: as alloc().
+        """
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr = 0
         cdef alloc_status_t rc
@@ -613,7 +632,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         or an area of exactly that range taken out of a pool.  ``cpu`` tags it
         with node ``cpu % nr_nodes`` (where there are nodes), as a whole-range
         alloc() would.  ValueError when the range is not wholly free; returns
-        addr.  The replay uses it to follow the kernel where the model differs."""
+        addr.  The replay uses it to follow the kernel where the model differs.
+
+        Cost: O(log m + log n); an area taken from a pool adds a scan of the
+        pools.
+
+        Raises:
+            TypeError: a non-integer argument, a caller that is not a str.
+            ValueError: a bad size or cpu (as alloc()), or a range that is
+                unaligned, outside the space or not wholly free.
+        """
         cdef space_t* s = self._s()
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
@@ -679,7 +707,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return szm1, al, vs, vl
 
     def find(self, addr):
-        """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
+        """find_vmap_area(): the busy area with ``start <= addr < end``, or None.
+
+        Cost: O(log n) in the node the address maps to; an area held by
+        another node, or a miss, walks the other nodes (up to all of them,
+        each O(log n)).
+
+        Raises:
+            TypeError: addr is not an integer.
+            ValueError: addr is negative or >= 2**64.
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t start, last
         if space_find(self._s(), a, &start, &last):
@@ -705,6 +742,11 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """free_vmap_area(): free the busy area that starts at addr; returns it.
 
         KeyError if no busy area starts at addr (a double free included).
+
+        Cost: O(log m + log n) plus the node walk of find().
+
+        Raises:
+            TypeError, ValueError: addr as for find().
         """
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
@@ -731,7 +773,17 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         of its start), unmerged (v6.8: merged with lazy neighbours).  Its range
         is not reusable until a purge, which runs here (with auto_purge) when
         the lazy pages exceed lazy_max_pages.  KeyError as for free(); returns
-        the area."""
+        the area.
+
+        Cost: O(log n) plus the node walk of find(); a purge it triggers
+        costs what purge() costs.
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+            KeyError: no busy area starts at addr.
+            OnPurgeError: the purge it triggered called an on_purge that
+                raised (the free and the purge completed).
+        """
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last, nr_lazy = 0
@@ -764,7 +816,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         the 256 size classes and the purge is not full) or back to the free
         tree, merging.  Returns the number of lazy areas purged.  If on_purge
         raises, the purge still completes and OnPurgeError (chained to the
-        callback's exception) reports it."""
+        callback's exception) reports it.
+
+        Cost: O(k log m) for k lazy areas, plus the pools' decay.
+
+        Raises:
+            OnPurgeError: on_purge raised (the purge completed; ``result``
+                holds the count).
+            RuntimeError: called from inside on_purge.
+        """
         cdef size_t n, expected = 0
         cdef space_t* s = self._s()
         cdef unsigned k
@@ -825,7 +885,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def drain_pools(self):
         """The shrinker's scan: fully decay every node's pools back to the
-        free tree; returns the number of areas given back."""
+        free tree; returns the number of areas given back.
+
+        Cost: O(k log m) for k pooled areas.
+
+        Raises:
+            RuntimeError: called from inside on_purge.
+        """
         cdef space_t* s = self._s()
         cdef size_t n, expected = 0
         cdef unsigned k
@@ -844,7 +910,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     def areas(self, from_addr=0):
         """Busy areas in global address order, from the first that ends above
         from_addr (find_vmap_area_exceed_addr(), as vread_iter() walks).  Each
-        step finds its place anew, so other threads may alloc and free meanwhile."""
+        step finds its place anew, so other threads may alloc and free meanwhile.
+
+        Cost: O(nr_nodes log n) per step.
+
+        Raises:
+            TypeError, ValueError: from_addr as an address for find().
+        """
         cdef uint64_t addr = _u64(_index(from_addr, "from_addr"), "from_addr")
         return self._areas_from(addr)
 
@@ -867,7 +939,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return self._callers.get(a)
 
     def lazy_areas(self):
-        """Lazily freed areas not yet purged, in address order."""
+        """Lazily freed areas not yet purged, in address order.
+
+        Cost: O(k) for k lazy areas, one consistent snapshot.
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_LAZY)
         qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
         return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
@@ -885,7 +960,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return out
 
     def pooled_areas(self):
-        """(area, node) for every area in a node's pool, in address order."""
+        """(area, node) for every area in a node's pool, in address order.
+
+        Cost: O(k) for k pooled areas, one consistent snapshot.
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
         cdef snap_area_t* a = snap.sn.areas[2]
         cdef size_t i
@@ -901,7 +979,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
         pages= without it, no caller where none was given), then the lazily
         freed ones as ``unpurged vm_area``.  One consistent snapshot of both
-        (see the README on concurrent snapshots)."""
+        (see the README on concurrent snapshots).
+
+        Cost: O(n log n) (each node's areas sorted).
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY | SNAP_LAZY)
         cdef snap_area_t* a = snap.sn.areas[0]
         cdef dict callers = self._callers
@@ -954,7 +1035,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """What holds addr: ``("busy", area, node)``, ``("free", block,
         None)``, ``("lazy", area, node)`` or ``("pooled", area, node)``; or
         ``(None, None, None)`` outside the space (or, from inside on_purge, in
-        an area the purge is flushing).  A pooled area costs a scan of the pools."""
+        an area the purge is flushing).  A pooled area costs a scan of the pools.
+
+        Cost: O(log) per tree tried; a pooled area costs a scan of the pools.
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef space_t* s = self._s()
         cdef uint64_t st, la
@@ -1005,7 +1092,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return None, None, None
 
     def node_of(self, addr):
-        """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
+        """addr_to_node_id(): the node whose busy tree holds an area starting at addr.
+
+        Cost: O(1).
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+        """
         return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))
 
     def find_many(self, addrs, out=None):
@@ -1060,7 +1153,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def check_copy(self, addr, n):
         """check_heap_object() for a vmalloc address (hardened usercopy):
-        ValueError unless one busy area holds all of ``[addr, addr + n)``."""
+        ValueError unless one busy area holds all of ``[addr, addr + n)``.
+
+        Cost: as find().
+
+        Raises:
+            TypeError: a non-integer argument.
+            ValueError: no single busy area holds the range; addr or n
+                negative or >= 2**64.
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t nb = _u64(_index(n, "n"), "n")
         cdef uint64_t st, la
@@ -1092,7 +1193,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def free_areas(self):
         """The free blocks as VmapArea, coalesced, in address order (one
-        consistent snapshot)."""
+        consistent snapshot).
+
+        Cost: O(m).
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_FREE)
         return _snap_areas(snap.sn.areas[3], snap.sn.n[3])
 
@@ -1125,6 +1229,11 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         on_purge, detached) areas tile [start, end) exactly; the lazy page
         count and the slab agree with them.  Takes every lock: call it while
         no other thread is inside a method of this space.
+
+        Cost: O((n + m) log(n + m)).
+
+        Raises:
+            AssertionError: an invariant is broken (the message names it).
         """
         cdef space_t* s = self._s()
         cdef block_t* blocks
