@@ -570,8 +570,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         either cannot be made (MemoryError), the allocation is undone (and
         the pool of node put back in order if its miss rotated it), so that
         alloc() raises with the space's areas, pools and counts as they were
-        (the free tree holds the same blocks; its shape may differ, see the
-        README on memory failure)."""
+        (the free tree holds the same blocks; its shape may differ, see
+        docs/guarantees.md on memory failure)."""
         cdef uint64_t st, la
         try:
             result = <object>addr
@@ -979,7 +979,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
         pages= without it, no caller where none was given), then the lazily
         freed ones as ``unpurged vm_area``.  One consistent snapshot of both
-        (see the README on concurrent snapshots).
+        (see docs/guarantees.md on snapshots).
 
         Cost: O(n log n) (each node's areas sorted).
         """
@@ -1182,8 +1182,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return n
 
     def __iter__(self):
-        """Busy areas in address order: one consistent snapshot (see the
-        README on concurrent snapshots)."""
+        """Busy areas in address order: one consistent snapshot (see
+        docs/guarantees.md on snapshots)."""
         return iter(self._busy_snapshot())
 
     cdef list _busy_snapshot(self):
@@ -1284,8 +1284,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         not), rwlock_read_waits (per node, "rwlock" readers that had to wait),
         optimistic_retries / optimistic_fallbacks (per node, lock-free reads
         that saw a change and retried, and that then took the lock).  Every
-        count is from one instant, taken under every lock (see the README on
-        concurrent snapshots).
+        count is from one instant, taken under every lock (see
+        docs/guarantees.md on snapshots).
         """
         cdef space_t* s = self._s()
         cdef _Snapshot snap = _take_snapshot(s, self._snap_flags(SNAP_COUNTS))   # every lock, then none
