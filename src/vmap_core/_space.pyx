@@ -931,7 +931,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def caller_of(self, addr):
         """The caller tag of the busy area that starts at addr (None if it has
-        none); KeyError if no busy area starts there."""
+        none); KeyError if no busy area starts there.
+
+        Cost: O(log n) plus the node walk of find().
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t start, last
         if not space_find(self._s(), a, &start, &last) or start != a:
@@ -1007,7 +1010,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """A space holding exactly the busy areas of a /proc/vmallocinfo dump
         (its text, or a path to one); see vmap_core.kernel.vmallocinfo.load.  What
         was done to build it (hidden or hashed addresses laid out anew, lines
-        skipped) is in the space's ``load_notes``."""
+        skipped) is in the space's ``load_notes``.
+
+        Cost: O(k log k) for a dump of k areas.
+
+        Raises:
+            ValueError: the dump holds no area, an area cannot be placed, or
+                the path is not a regular file or is over MAX_DUMP_BYTES.
+            TypeError: the argument is neither text nor a path.
+            OSError: the path cannot be read.
+        """
         from .kernel import vmallocinfo
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
@@ -1112,6 +1124,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         but a one-dimensional buffer of native unsigned 64-bit integers (None,
         a structured dtype, a released buffer included), ValueError when the
         lengths differ.
+
+        Cost: as find(), per address; the GIL is released for the whole batch.
         """
         cdef space_t* s = self._s()
         cdef Py_buffer a
