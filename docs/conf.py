@@ -8,15 +8,14 @@ compiled extension, so ``src/`` is deliberately not put on ``sys.path``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
-if importlib.util.find_spec("vmap_core._space") is None:  # pragma: no cover
-    sys.exit("docs: vmap_core is not installed (its core is compiled): "
+try:
+    import vmap_core
+except ImportError as exc:  # pragma: no cover
+    sys.exit(f"docs: cannot import vmap_core ({exc}); its core is compiled: "
              "pip install \".[docs]\" (or pip install -e \".[docs]\") first")
-
-import vmap_core  # noqa: E402
 
 project = "vmap_core"
 author = "the vmap_core maintainers"
@@ -64,7 +63,6 @@ if not os.environ.get("VMAP_DOCS_INTERSPHINX"):
 # Every tutorial example runs: `sphinx-build -b doctest`.  Each page sets up
 # its own names in a testsetup block; the global setup only imports.
 doctest_global_setup = f"""
-import importlib.util
 import os
 import vmap_core
 KIT = importlib.util.find_spec("hypothesis") is not None and \\
