@@ -61,13 +61,16 @@ if not os.environ.get("VMAP_DOCS_INTERSPHINX"):
     intersphinx_mapping = {}
 
 # Every tutorial example runs: `sphinx-build -b doctest`.  Each page sets up
-# its own names in a testsetup block; the global setup only imports.
+# its own names in a testsetup block; the global setup imports, says whether
+# the conformance kit is there (KIT, for :skipif:) and runs from the checkout's
+# root, so that paths read as in the shell examples.
 doctest_global_setup = f"""
+import importlib.util
 import os
 import vmap_core
 KIT = importlib.util.find_spec("hypothesis") is not None and \\
     importlib.util.find_spec("vmap_core.testing") is not None
-os.chdir({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})  # paths as in the shell examples
+os.chdir({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
 """
 doctest_test_doctest_blocks = "default"
 
