@@ -297,7 +297,7 @@ def summary(cmp: list[dict[str, Any]], preds: list[dict[str, Any]],
         parts.append(f"Noisy (~): {', '.join(noisy)}.")
     if cal is not None:
         parts.append(f"Calibration at {cal.threads} threads: {cal.lookups} lookups and "
-                     f"{cal.work_ns / 1e3:,.1f} µs of other work per request bring 6.8 to "
+                     f"{cal.work_ns:,} ns of other work per request bring 6.8 to "
                      f"{cal.reached_ratio:.3f} of no lookup (the seed: {cal.target_ratio:.3f})"
                      + ("" if cal.feasible else f"; {cal.note}") + ".")
         for p in preds:

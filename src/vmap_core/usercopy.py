@@ -146,7 +146,7 @@ def per_lookup(r: dict[str, Any], mode: str) -> dict[str, float | None]:
 
 def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
               churn_us, work_ns, nr_nodes, rounds=1, progress=None, lookups=1,
-              lazy_writer=False, lazy_max_pages=None) -> list[dict]:
+              lazy_writer=False, lazy_max_pages=None, runner=None) -> list[dict]:
     """Run every (design, threads) cell ``rounds`` times; keep each cell's best.
 
     ``modes`` are designs (:func:`parse_design`).  Each round runs all
@@ -160,6 +160,10 @@ def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
     ``rounds`` (every round's requests/s; also as ``rounds_per_s``), the
     per-lookup counts of the best round (:func:`per_lookup`),
     ``lock_wait_share``, and ``noisy`` / ``noisy_reason`` (:func:`mark_noise`).
+
+    ``runner`` runs one cell (default: the native ``usercopy_run``); another
+    with the same arguments and result keys, such as Python threads on a
+    free-threaded build, plugs in here.
     """
     modes, threads_list = list(modes), list(threads_list)
     parsed = {}
@@ -175,7 +179,7 @@ def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     check_memory(buffers, buffer_size)
-    cell = _cell_function()
+    cell = runner or _cell_function()
     total = len(modes) * len(threads_list) * rounds
     best: dict[tuple, dict] = {}
     done = 0

@@ -264,13 +264,28 @@ def _g(x: float | None, fmt: str = ".3g") -> str:
     return "" if x is None else format(x, fmt)
 
 
+def _small(x: float | None) -> str:
+    """A per-lookup count in at most 5 characters: 22.7, 1.46, 0.41, 3e-04, 0."""
+    if x is None:
+        return ""
+    if x == 0:
+        return "0"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 0.01:
+        return f"{x:.2f}"
+    return f"{x:.0e}"
+
+
 def format_seed_table(cmp: list[dict[str, Any]], *, title: str | None = None) -> Any:
     """One row per design: the seed's requests/s and ratio, the model's (best,
     spread, ratio), and the per-lookup counts; fits 80 columns."""
     from .. import anchors, measure
     t = common.table(title, collapse_padding=True)
     for name in ("design", "seed\nreq/s", "seed\nratio", "model\nreq/s", "±", "model\nratio",
-                 "locks\n/lkp", "off\n1st", "cont.\n/lkp", "retry\n/lkp"):
+                 "locks\n/lkp", "off\n1st", "cont\n/lkp", "retry\n/lkp"):
         t.add_column(name, justify="left" if name == "design" else "right", no_wrap=True)
     for r in cmp:
         sp = measure.spread(r["rounds"])
@@ -280,18 +295,18 @@ def format_seed_table(cmp: list[dict[str, Any]], *, title: str | None = None) ->
                   measure.si(r["requests_per_s"]) + ("~" if r["noisy"] else ""),
                   f"{sp:.0%}" if sp is not None else "",
                   _g(r["ratio_to_nocheck"], ".3f"),
-                  _g(r["node_locks_per_lookup"], ".3g"),
+                  _small(r["node_locks_per_lookup"]),
                   _g(r["off_first_node"], ".0%"),
-                  _g(r["contended_per_lookup"], ".2g"),
-                  _g(r["retries_per_lookup"], ".2g"))
+                  _small(r["contended_per_lookup"]),
+                  _small(r["retries_per_lookup"]))
     kz = anchors.SEED_BY_KEY["kzalloc"]
     t.add_row("kzalloc", measure.si(kz.requests_per_s), f"{kz.ratio:.3f}", *[""] * 7)
     return t
 
 
 def format_predictions(preds: list[dict[str, Any]], cal: Any) -> Any:
-    t = common.table(f"calibrated at {cal.threads} threads: {cal.lookups} lookups + "
-                     f"{cal.work_ns / 1e3:,.1f} µs work per request; predictions",
+    t = common.table(f"calibrated at {cal.threads} threads: {cal.lookups} lookups and "
+                     f"{cal.work_ns:,} ns of other work per request; predictions",
                      collapse_padding=True)
     for name in ("design", "predicted", "seed", "error", "verdict", "ns/lookup", "needed"):
         t.add_column(name, justify="left" if name in ("design", "verdict") else "right",
@@ -343,10 +358,17 @@ def summary(rows: list[dict[str, Any]]) -> str:
     if len(scale) >= 2:
         parts.append("From 1 to 2 threads: " + ", ".join(
             f"{m} scales {s:.2f}x" for m, s in scale.items()) + ".")
-    noisy = [f"{r.get('design', r['mode'])} at {r['threads']} ({r['noisy_reason']})"
-             for r in rows if r.get("noisy")]
-    if noisy:
-        parts.append("Noisy (~): " + "; ".join(noisy) + ".")
+    noisy = [r for r in rows if r.get("noisy")]
+    if 0 < len(noisy) <= 4:
+        parts.append("Noisy (~): " + "; ".join(
+            f"{r.get('design', r['mode'])} at {r['threads']} ({r['noisy_reason']})"
+            for r in noisy) + ".")
+    elif noisy:
+        widest = max((spread(r) or 0.0) for r in rows)
+        floors = sum(1 for r in noisy if "faster" in (r["noisy_reason"] or ""))
+        parts.append(f"Noisy (~): {len(noisy)} of {len(rows)} cells (rounds up to "
+                     f"{widest:.0%} apart" + (f"; {floors} faster than their floor"
+                                              if floors else "") + ").")
     if parts:
         return " ".join(parts)
     if len(modes) < 2:
@@ -377,7 +399,9 @@ def format_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Any
                      collapse_padding=True)
     t.add_column("threads", justify="right", no_wrap=True)
     for m in modes:
-        t.add_column(m.replace("/", "\n"), justify="right", no_wrap=True)
+        # A long design name folds in its header; a cell's lines ("53.7M~",
+        # "0.52x g") are never wider than 7 and never fold.
+        t.add_column(m.replace("/", "\n"), justify="right", overflow="fold", min_width=7)
     for n in threads_list:
         cells = []
         for m in modes:
