@@ -470,25 +470,34 @@ def figure(rows: list[dict[str, Any]], *, title: str | None = None, log: bool = 
 
 
 def figure_seed(cmp: list[dict[str, Any]], *, title: str, log: bool = False) -> Any:
-    """Bars: the model's ratio to no lookup per design; the seed's ratios as
-    reference marks (black ticks) on the designs it measured."""
+    """Bars: the model's ratio to no lookup per design (hatched where noisy);
+    the seed's ratios as reference marks (black ticks) on the designs it measured."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
+    blue = "#1f77b4"
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     xs = list(range(len(cmp)))
-    ax.bar(xs, [r["ratio_to_nocheck"] or 0 for r in cmp], color="#1f77b4", label="model")
-    seen = False
+    bars = ax.bar(xs, [r["ratio_to_nocheck"] or 0 for r in cmp], color=blue)
+    for bar, r in zip(bars, cmp):               # noise shown, not hidden
+        if r["noisy"]:
+            bar.set_hatch("//")
+            bar.set_edgecolor("white")
+    handles = [Patch(facecolor=blue, label="model")]
+    if any(r["noisy"] for r in cmp):
+        handles.append(Patch(facecolor=blue, hatch="//", edgecolor="white",
+                             label="model, noisy (rounds >10% apart)"))
     for x, r in zip(xs, cmp):
         if r["seed_ratio"] is not None:
-            ax.plot([x - 0.4, x + 0.4], [r["seed_ratio"]] * 2, color="black", linewidth=2.5,
-                    label=None if seen else "seed (48-vCPU guest)")
-            seen = True
+            ax.plot([x - 0.4, x + 0.4], [r["seed_ratio"]] * 2, color="black", linewidth=2.5)
+    handles.append(Line2D([], [], color="black", linewidth=2.5, label="seed (48-vCPU guest)"))
     ax.set_xticks(xs, [r["design"] for r in cmp], rotation=20)
     if log:
         ax.set_yscale("log")
     ax.set_ylabel("requests/s over no lookup's")
     common.fit_title(fig, ax, title)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(handles=handles)
     return fig
