@@ -247,3 +247,22 @@ def test_cli_compare_cover_letter(tmp_path, capsys):
 def test_cli_native_usage_errors(argv, message, capsys):
     assert main(["test-vmalloc", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_interrupt_stops_the_native_workers(tmp_path):
+    """Ctrl-C during a long native run: the workers stop at their next loop,
+    are joined, and the command exits with 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmap_core", "test-vmalloc", "--cpus", "8", "--nr-threads", "3",
+         "--test-loop-count", "1000000000", "--lock", "node"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_util.subprocess_env(),
+        cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

@@ -51,6 +51,15 @@ def lock_totals(VmapSpace space not None):
     return out
 
 
+cdef object _join_polling(list threads):
+    """Join with a timeout, again and again: a signal the kernel delivered to a
+    worker thread leaves a plain join() blocked, while the main thread checks
+    for it (KeyboardInterrupt) each time a timed join returns."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.05)
+
+
 cdef object _start_and_join(list pool, int* go, int* stop, double seconds):
     """Start the threads, release them at once (go), then either let them run
     to the end (seconds <= 0) or set stop after ``seconds``; join them all,
@@ -65,8 +74,7 @@ cdef object _start_and_join(list pool, int* go, int* stop, double seconds):
         if seconds > 0:
             time.sleep(seconds)
             vm_store_int(stop, 1)
-        for t in started:
-            t.join()
+        _join_polling(started)
         return time.perf_counter() - t0
     finally:
         vm_store_int(stop, 1)
