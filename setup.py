@@ -5,8 +5,10 @@ The .pyx files are compiled at build time (Cython is a build requirement, so
 the sdist carries the sources, not generated C).  A C compiler and the Python
 headers are required: without them the build stops with one clear message.
 
-VMAP_CORE_SANITIZE=thread|address builds the extension with that sanitizer
-(used by .ci/sanitize); VMAP_CORE_DEBUG=1 builds without optimisation.
+VMAP_CORE_SANITIZE=thread|address|undefined, or a comma-separated mix such as
+address,undefined, builds the extension with those sanitizers (used by
+.ci/sanitize); with undefined, every report aborts the run.
+VMAP_CORE_DEBUG=1 builds without optimisation.
 """
 import os
 import shutil
@@ -20,8 +22,16 @@ cflags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-function", "-Wno-unused-parame
 ldflags = []
 sanitize = os.environ.get("VMAP_CORE_SANITIZE")
 if sanitize:
-    cflags += [f"-fsanitize={sanitize}", "-g", "-O1", "-fno-omit-frame-pointer"]
-    ldflags += [f"-fsanitize={sanitize}"]
+    kinds = [k.strip() for k in sanitize.split(",") if k.strip()]
+    unknown = set(kinds) - {"thread", "address", "undefined"}
+    if not kinds or unknown or ("thread" in kinds and "address" in kinds):
+        raise SystemExit(f"VMAP_CORE_SANITIZE={sanitize!r}: use thread, address, undefined "
+                         "or a comma-separated mix (thread and address do not mix)")
+    flag = "-fsanitize=" + ",".join(kinds)
+    cflags += [flag, "-g", "-O1", "-fno-omit-frame-pointer"]
+    ldflags += [flag]
+    if "undefined" in kinds:
+        cflags += ["-fno-sanitize-recover=undefined"]
 if os.environ.get("VMAP_CORE_DEBUG"):
     cflags += ["-O0", "-g"]
 

@@ -134,6 +134,23 @@ def subprocess_env():
         [root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
 
+def run_child(code: str, timeout: float = 60) -> "subprocess.CompletedProcess":
+    """Run code (dedented) in a fresh interpreter that imports the package
+    under test; a crash, a non-zero exit or a hang (timeout) fails the test.
+    For repros whose failure is a crash or a hang."""
+    import subprocess
+    import sys
+    import textwrap
+    try:
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                              text=True, timeout=timeout, env=subprocess_env())
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"child hung for {timeout} s; output so far: {e.stdout!r} {e.stderr!r}")
+    assert proc.returncode == 0, (f"child exited with {proc.returncode} "
+                                  f"(negative: killed by that signal)\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def assert_inside_figure(fig, text):
     """A matplotlib Text artist lies wholly inside its figure (nothing cut off)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,4 +1,4 @@
-"""vmap_core.vmallocinfo: parsing real-looking dumps, hidden addresses, load()."""
+"""vmap_core.kernel.vmallocinfo: parsing real-looking dumps, hidden addresses, load()."""
 
 from __future__ import annotations
 

@@ -8,10 +8,18 @@ cdef extern from "_locks.h" nogil:
 
 
 cdef inline size_t size_to_va_pool(const space_t* s, uint64_t szm1, bint* ok) noexcept nogil:
-    """size_to_va_pool(): the pool class of an area of szm1 + 1 bytes."""
-    cdef uint64_t pages = szm1 // s.page_size + 1
-    ok[0] = pages <= MAX_VA_SIZE_PAGES
-    return <size_t>(pages - 1)
+    """size_to_va_pool(): the pool class of an area of szm1 + 1 bytes.
+    Counts pages - 1, which cannot wrap (an area of 2**64 one-byte pages)."""
+    cdef uint64_t pm1 = szm1 // s.page_size
+    ok[0] = pm1 < MAX_VA_SIZE_PAGES
+    return <size_t>pm1 if ok[0] else 0
+
+
+cdef inline uint64_t area_pages(const space_t* s, const va_t* va) noexcept nogil:
+    """The pages of an area, modulo 2**64: an area of 2**64 one-byte pages
+    counts 0, and the lazy page count keeps its sum modulo 2**64 (the true sum
+    is 2**64 only when every page of the space is lazy; stats() says so)."""
+    return (va.last - va.start) // s.page_size + 1
 
 
 cdef inline void pool_unlink(va_pool_t* vp, va_t* va) noexcept nogil:
@@ -48,9 +56,10 @@ cdef inline void pool_push_tail(va_pool_t* vp, va_t* va) noexcept nogil:
     cnt_add(&vp.len, 1)
 
 
-cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t align) noexcept nogil:
+cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t align,
+                            bint* rotated) noexcept nogil:
     """node_pool_del_va(): the head of the class's pool if it is aligned;
-    otherwise the head moves to the tail and the pool misses."""
+    otherwise the head moves to the tail (rotated) and the pool misses."""
     cdef bint ok
     cdef size_t cls = size_to_va_pool(s, szm1, &ok)
     cdef va_pool_t* vp
@@ -66,6 +75,7 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
         pool_unlink(vp, va)
         if va.start & (align - 1):
             pool_push_tail(vp, va)
+            rotated[0] = True
             va = NULL
         else:
             cnt_add(&vn.nr_pooled, -1)
@@ -73,11 +83,27 @@ cdef va_t* node_pool_del_va(space_t* s, vnode_t* vn, uint64_t szm1, uint64_t ali
     return va
 
 
+cdef void pool_unrotate(space_t* s, unsigned node, uint64_t szm1) noexcept nogil:
+    """Undo node_pool_del_va()'s move of a head to the tail, for an
+    allocation that then failed for want of memory (nothing else changed)."""
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef bint ok
+    cdef va_pool_t* vp = &vn.pools[size_to_va_pool(s, szm1, &ok)]
+    cdef vm_lock_t* l = pool_lock(s, vn)
+    cdef va_t* va
+    lock_acquire(l)
+    if vp.tail != NULL and vp.tail != vp.head:
+        va = vp.tail
+        pool_unlink(vp, va)
+        pool_push_head(vp, va)
+    vm_unlock(l)
+
+
 cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1, uint64_t align,
-                                       uint64_t* out) noexcept nogil:
+                                       uint64_t* out, bint* rotated) noexcept nogil:
     """node_alloc(): serve the request from the pool of one node."""
     cdef vnode_t* vn = &s.nodes[node]
-    cdef va_t* va = node_pool_del_va(s, vn, szm1, align)
+    cdef va_t* va = node_pool_del_va(s, vn, szm1, align, rotated)
     if va == NULL:
         return ALLOC_NOSPACE
     va.aux = node + 1
@@ -212,6 +238,24 @@ cdef int lazy_merge_or_add(vnode_t* vn, va_t* va, va_t** spent) noexcept nogil:
     return 0
 
 
+cdef void space_unalloc_pooled(space_t* s, unsigned node, uint64_t addr) noexcept nogil:
+    """Undo space_alloc_pooled() (its caller could not finish the call): the
+    area goes back to the head of the pool it came from."""
+    cdef va_t* va = NULL
+    cdef vnode_t* vn = &s.nodes[node]
+    cdef bint ok
+    cdef size_t cls
+    cdef vm_lock_t* l
+    if space_find_unlink(s, addr, &va) != UNLINK_OK:
+        return
+    cls = size_to_va_pool(s, va.last - va.start, &ok)
+    l = pool_lock(s, vn)
+    lock_acquire(l)
+    pool_push_head(&vn.pools[cls], va)
+    cnt_add(&vn.nr_pooled, 1)
+    vm_unlock(l)
+
+
 cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
                          bint* over, uint64_t* nr_lazy) noexcept nogil:
     """free_vmap_area_noflush(): unlink the busy area and park it in the lazy
@@ -229,7 +273,7 @@ cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* l
         return rc
     start[0] = va.start
     last[0] = va.last
-    pages = (va.last - va.start) // s.page_size + 1
+    pages = area_pages(s, va)
     vn = &s.nodes[va.aux - 1 if va.aux else addr_to_node_id(s, va.start)]
     l = lazy_lock(s, vn)
     lock_acquire(l)
@@ -237,14 +281,21 @@ cdef int space_free_lazy(space_t* s, uint64_t addr, uint64_t* start, uint64_t* l
         nspent = lazy_merge_or_add(vn, va, spent)
     else:
         tree_insert(&vn.lazy_root, &vn.nr_lazy, va)
+    # Counted, and merged records given back, under the lazy lock, so that a
+    # snapshot holding every lock sees the count and the slab agree with the
+    # lazy trees.  The slab is serialised by the free lock, which comes after
+    # the lazy locks in the one lock order (in "global" mode it is this lock).
     nr_lazy[0] = vm_atomic_add(&s.lazy_nr, pages)
-    vm_unlock(l)
     if nspent:
-        lock_acquire(s.free_lock)          # the slab is serialised by the free lock
+        if s.global_lock == NULL:
+            lock_acquire(s.free_lock)
         for i in range(nspent):
             slab_free(&s.slab, spent[i])
-        vm_unlock(s.free_lock)
-    over[0] = nr_lazy[0] > s.lazy_max_pages
+        if s.global_lock == NULL:
+            vm_unlock(s.free_lock)
+    vm_unlock(l)
+    # The sum wrapped (or this area alone is 2**64 pages): over any maximum.
+    over[0] = nr_lazy[0] <= pages - 1 or nr_lazy[0] > s.lazy_max_pages
     return UNLINK_OK
 
 
@@ -404,7 +455,7 @@ cdef void space_purge_reclaim(space_t* s, bint full) noexcept nogil:
         if s.lazy_merge:
             next = va
             while next != NULL:
-                pages += (next.last - next.start) // s.page_size + 1
+                pages += area_pages(s, next)
                 next = next.next
             reclaim_chain(s, va)
             continue
@@ -413,7 +464,7 @@ cdef void space_purge_reclaim(space_t* s, bint full) noexcept nogil:
         lock_acquire(l)
         while va != NULL:
             next = va.next
-            pages += (va.last - va.start) // s.page_size + 1
+            pages += area_pages(s, va)
             cls = size_to_va_pool(s, va.last - va.start, &ok)
             if not full and va.aux and ok:
                 pool_push_head(&vn.pools[cls], va)      # node_pool_add_va()

@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -230,7 +231,9 @@ static inline uint64_t vm_atomic_add(uint64_t *p, uint64_t v)
 /* The "CPU" whose node pool an allocation tries first, by default: the
  * calling thread's native id (gettid(), what Python's
  * threading.get_native_id() returns), stable for the thread's life and the
- * same for the reference implementation. */
+ * same for the reference implementation.  Cached per thread; a forked child
+ * (whose one thread has a new id but inherits the parent's cache) resets the
+ * cache in a pthread_atfork() handler, registered once at import. */
 static __thread long vm_cpu_of_thread = -1;
 
 static inline unsigned long vm_current_cpu(void)
@@ -238,6 +241,59 @@ static inline unsigned long vm_current_cpu(void)
     if (vm_cpu_of_thread < 0)
         vm_cpu_of_thread = syscall(SYS_gettid);
     return (unsigned long)vm_cpu_of_thread;
+}
+
+static void vm_cpu_forget(void) { vm_cpu_of_thread = -1; }
+
+static inline int vm_cpu_atfork_init(void)
+{
+    return pthread_atfork(NULL, NULL, vm_cpu_forget);
+}
+
+/* Whether the calling thread is inside one of vmap_core's nogil sections.
+ * The call site knows whether it holds the GIL, so the nogil sections say so
+ * (vm_nogil_enter/exit around their calls into the core) and a contended lock
+ * wait drops the GIL only for a thread outside them.  PyGILState_Check() can
+ * not be asked: once any subinterpreter exists it answers 1 for every thread. */
+static __thread int vm_thread_nogil = 0;
+
+static inline void vm_nogil_enter(void) { vm_thread_nogil++; }
+static inline void vm_nogil_exit(void) { vm_thread_nogil--; }
+static inline int vm_in_nogil(void) { return vm_thread_nogil != 0; }
+
+/*
+ * Every C allocation of the core goes through these, so a test can make the
+ * k-th one fail (vm_fail_alloc_at(k); -1 turns it off) and show that each
+ * method then raises MemoryError with the space as it was.  The countdown is
+ * test-only; atomics keep it quiet under ThreadSanitizer.
+ */
+static long vm_alloc_countdown = -1;
+static uint64_t vm_alloc_calls = 0;
+
+static inline int vm_alloc_fails(void)
+{
+    __atomic_add_fetch(&vm_alloc_calls, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&vm_alloc_countdown, __ATOMIC_RELAXED) < 0)
+        return 0;
+    return __atomic_sub_fetch(&vm_alloc_countdown, 1, __ATOMIC_RELAXED) == -1;
+}
+
+static inline void vm_fail_alloc_at(long k) { __atomic_store_n(&vm_alloc_countdown, k, __ATOMIC_RELAXED); }
+static inline uint64_t vm_alloc_count(void) { return __atomic_load_n(&vm_alloc_calls, __ATOMIC_RELAXED); }
+
+static inline void *vm_malloc(size_t n) { return vm_alloc_fails() ? NULL : malloc(n); }
+static inline void *vm_calloc(size_t n, size_t size) { return vm_alloc_fails() ? NULL : calloc(n, size); }
+static inline void *vm_realloc(void *p, size_t n) { return vm_alloc_fails() ? NULL : realloc(p, n); }
+
+/* n * size, or 0 with *overflow set when it does not fit in a size_t. */
+static inline size_t vm_mul_size(size_t n, size_t size, int *overflow)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow(n, size, &bytes)) {
+        *overflow = 1;
+        return 0;
+    }
+    return bytes;
 }
 
 /* Atomic accessors for words that lock-free readers may load (bounds: relaxed). */
@@ -259,6 +315,8 @@ static inline void *vm_aligned_calloc(size_t n, size_t size)
     void *p = NULL;
     size_t bytes = n * size;
     if (size && bytes / size != n)
+        return NULL;
+    if (vm_alloc_fails())
         return NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64))
         return NULL;

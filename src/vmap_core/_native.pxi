@@ -137,20 +137,24 @@ ctypedef struct stress_worker_t:
     uint64_t frees
     uint64_t finds
     uint64_t errors             # an owned area not found, or a free refused
-    char _pad[40]
+    const int* stop             # set when the run is interrupted
+    char _pad[32]
 
 
 cdef void stress_loop(stress_worker_t* w) noexcept nogil:
     """Random alloc / free / lazy free and purge / find on a shared space;
     every area a worker owns must stay findable with its own bounds until the
     worker frees it."""
-    cdef uint64_t k, r, addr, st, la, szm1, align, nr_lazy
+    cdef uint64_t k, k2, r, addr, st, la, szm1, align, nr_lazy
     cdef size_t i
     cdef int rc
     cdef bint over = False
     cdef space_t* s = w.space
-    cdef uint64_t range_pages = (s.last - s.start) // s.page_size + 1
+    # Pages in the range, less one: a range of 2**64 one-byte pages has 2**64.
+    cdef uint64_t range_pm1 = (s.last - s.start) // s.page_size
     for k in range(w.ops):
+        if vm_load_int(w.stop):
+            return
         r = xorshift64(&w.rng)
         if r % 8 < 3 and w.nr_owned < w.cap_owned:
             szm1 = (1 + (r >> 8) % 8) * s.page_size - 1
@@ -182,7 +186,8 @@ cdef void stress_loop(stress_worker_t* w) noexcept nogil:
                 w.errors += 1
             w.finds += 1
         else:
-            addr = s.start + ((r >> 8) % range_pages) * s.page_size
+            k2 = r >> 8 if range_pm1 == UINT64_MAX else (r >> 8) % (range_pm1 + 1)
+            addr = s.start + k2 * s.page_size
             space_find(s, addr, &st, &la)
             w.finds += 1
 
@@ -206,8 +211,12 @@ cdef object _race_selftest(uint64_t n):
     ThreadSanitizer build can be shown to report a data race."""
     def run():
         with nogil:
+            vm_nogil_enter()
             race_loop(n)
-    pool = [threading.Thread(target=run) for _ in range(2)]
+            vm_nogil_exit()
+    pool = []
+    for _ in range(2):
+        pool.append(threading.Thread(target=run))
     for t in pool:
         t.start()
     for t in pool:
@@ -219,6 +228,8 @@ cdef object _leak_selftest(size_t nbytes):
     """Test-only (vmap_core._testhooks): lose one malloc'ed block, so a LeakSanitizer build can be
     shown to report a leak."""
     cdef void* p = malloc(nbytes)
+    if p == NULL:
+        raise MemoryError()
     memset(p, 1, nbytes)
     return <uintptr_t>p != 0
 
@@ -237,6 +248,7 @@ cdef void uc_churn_lazy_loop(space_t* s, uc_shared_t* shared, uint64_t period_ns
     cdef uint64_t szm1 = 2 * s.page_size - 1        # one page and its guard page
     cdef uint64_t tag
     cdef bint over = False
+    cdef bint rotated = False       # a miss that rotated the pool: nothing to undo here
     cdef alloc_status_t rc
     ts.tv_sec = period_ns // 1000000000ULL
     ts.tv_nsec = period_ns % 1000000000ULL
@@ -245,7 +257,7 @@ cdef void uc_churn_lazy_loop(space_t* s, uc_shared_t* shared, uint64_t period_ns
         tag = 0
         if s.nr_nodes > 1:
             tag = cpu % s.nr_nodes
-            rc = space_alloc_pooled(s, <unsigned>tag, szm1, s.page_size, &addr)
+            rc = space_alloc_pooled(s, <unsigned>tag, szm1, s.page_size, &addr, &rotated)
             tag += 1
         if rc != ALLOC_OK:
             rc = space_alloc(s, szm1, s.page_size, s.start, s.last, tag, &addr)
@@ -287,3 +299,9 @@ cdef bint uc_count_walk(space_t* s, uint64_t addr, uint64_t* start, uint64_t* la
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
     return found
+
+cdef object _ubsan_selftest(int shift):
+    """Test-only (vmap_core._testhooks): shift a 64-bit word by shift bits (64: undefined behaviour),
+    so an UndefinedBehaviorSanitizer build can be shown to report it."""
+    cdef uint64_t one = 1
+    return one << shift

@@ -7,6 +7,10 @@ from libc.stdlib cimport malloc, free, realloc
 
 cdef extern from "_locks.h" nogil:
     void* vm_aligned_calloc(size_t n, size_t size)
+    void* vm_malloc(size_t n)
+    void* vm_calloc(size_t n, size_t size)
+    void* vm_realloc(void* p, size_t n)
+    size_t vm_mul_size(size_t n, size_t size, int* overflow)
 
 cdef enum:
     # 4 KiB chunks (one page of 64-byte records, like a kernel slab page):
@@ -41,7 +45,7 @@ cdef va_t* slab_alloc(slab_t* s) noexcept nogil:
     else:
         if s.next_unused == SLAB_CHUNK_RECORDS:
             if s.nr_chunks == s.cap_chunks:
-                grown = <va_t**>realloc(s.chunks, (s.cap_chunks * 2 + 8) * sizeof(va_t*))
+                grown = <va_t**>vm_realloc(s.chunks, (s.cap_chunks * 2 + 8) * sizeof(va_t*))
                 if grown == NULL:
                     return NULL
                 s.chunks = grown

@@ -15,6 +15,8 @@ from .types import CoreStats, LockMode, SearchMode, SpaceState, UsercopyMode
 ADDR_LIMIT: int
 MISS: int
 LOCK_MODES: tuple[LockMode, ...]
+MAX_NATIVE_THREADS: int
+MAX_STRESS_OWNED: int
 
 _B = TypeVar("_B", bound=Buffer)
 _W = TypeVar("_W", bound=Buffer)
@@ -138,23 +140,13 @@ class VmapSpace:
     def __setstate__(self, state: object) -> None: ...
 
 def default_nr_nodes() -> int: ...
-def usercopy_cell(
-    mode: UsercopyMode,
-    threads: int,
-    *,
-    buffers: int = 1000,
-    buffer_size: int = 65536,
-    copy_size: int = 1024,
-    seconds: float = 1.0,
-    churn_us: int = 100,
-    work_ns: int = 0,
-    nr_nodes: int | None = None,
-) -> dict[str, Any]: ...
 def stress_native(
     space: VmapSpace, threads: int, ops: int, seed: int = 1, max_owned: int = 256
 ) -> dict[str, Any]: ...
 
 TEST_VMALLOC_NATIVE_MASK: int
+TEST_VMALLOC_MAX_CPUS: int
+MAX_COUNT_LOOKUPS: int
 
 def lock_totals(space: VmapSpace) -> dict[str, Any]: ...
 def test_vmalloc_native(
@@ -171,7 +163,7 @@ def test_vmalloc_native(
     auto_purge: bool = True,
 ) -> dict[str, Any]: ...
 def usercopy_run(
-    mode: str,
+    mode: UsercopyMode,
     threads: int,
     *,
     buffers: int = 1000,

@@ -9,19 +9,26 @@ Layers, each in its own include file, data flowing one way:
     -> _rbtree.pxi (rb-tree mechanics, augmentation as callbacks)
     -> _slab.pxi (area records) and _locks.h (spinlocks, atomics).
 Everything below this file is nogil C; Python objects are made only here,
-after the locks are dropped.  _check.pxi holds the invariant checker and
+after the locks are dropped (on_purge alone runs with the purge lock held, as
+the kernel's flush holds vmap_purge_lock).  _snapshot.pxi takes consistent
+views (every lock in one order), _check.pxi holds the invariant checker and
 _native.pxi the multi-threaded native loops (usercopy cells, stress).
 """
 
 cimport cython
-from cpython.long cimport PyLong_Check
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_FORMAT,
+                             PyBUF_STRIDES, PyBUF_WRITABLE)
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.long cimport PyLong_CheckExact
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
-from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport strcmp
+from libc.stdlib cimport free
+from libc.string cimport strcmp, memcpy, memset
 
 import array
+import math
 import operator
 import os
+import sys
 import threading
 import time
 
@@ -37,7 +44,13 @@ include "_nodes.pxi"
 include "_alloc.pxi"
 include "_lazy.pxi"
 include "_check.pxi"
+include "_snapshot.pxi"
 include "_native.pxi"
+
+cdef extern from "_locks.h" nogil:
+    void vm_fail_alloc_at(long k)
+    uint64_t vm_alloc_count()
+    int vm_cpu_atfork_init()
 
 cdef extern from "Python.h":
     ctypedef struct PyObject
@@ -57,14 +70,17 @@ cdef dict _LOCK_MODE_IDS = {"node": LOCK_NODE, "global": LOCK_GLOBAL, "split": L
                          "rwlock": LOCK_RWLOCK, "optimistic": LOCK_OPTIMISTIC}
 cdef object _CallbackFailed = _reference._CallbackFailed
 cdef object _RefArea = _reference.VmapArea
+cdef object _NO_CALLER = object()    # alloc_at(): no caller tag was recorded
 cdef uint64_t MISS_U64 = 0xFFFFFFFFFFFFFFFFULL
 
 
 # -- argument conversion --------------------------------------------------
 
 cdef object _index(object v, str name):
-    """An integer (anything with __index__), else TypeError."""
-    if PyLong_Check(v):
+    """An exact int from anything with __index__, else TypeError.  An int
+    subclass is converted too (operator.index() returns an exact int since
+    Python 3.10), so no operator it overrides ever reaches the checks."""
+    if PyLong_CheckExact(v):
         return v
     try:
         return operator.index(v)
@@ -97,6 +113,47 @@ cdef inline uint64_t _last_of(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     if x == 0:
         raise ValueError(f"{name} must be in [1, 2**64], not 0")
     return x - 1
+
+
+# find_many()'s buffers: one dimension of native unsigned 64-bit integers, as
+# the struct module spells them on a 64-bit Linux ('L' is 64 bits there).
+cdef tuple _U64_FORMATS = (b"Q", b"L", b"<Q", b"=Q", b"@Q", b"<L", b"=L", b"@L")
+
+
+cdef int _get_u64_buffer(object obj, Py_buffer* view, bint writable, str name) except -1:
+    """Fill view with obj's buffer (release it with PyBuffer_Release), else TypeError."""
+    cdef int flags = PyBUF_FORMAT | PyBUF_STRIDES | (PyBUF_WRITABLE if writable else 0)
+    cdef bytes fmt
+    what = "a writable buffer" if writable else "a buffer"
+    if obj is None:
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers, not None")
+    try:
+        PyObject_GetBuffer(obj, view, flags)
+    except (TypeError, ValueError, BufferError) as e:
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers: {e}") from None
+    fmt = view.format if view.format != NULL else b"B"
+    if view.ndim != 1 or view.itemsize != 8 or fmt not in _U64_FORMATS:
+        PyBuffer_Release(view)
+        raise TypeError(f"{name} must be {what} of unsigned 64-bit integers, not format "
+                        f"{fmt.decode('ascii', 'replace')!r} with {view.ndim} dimensions")
+    return 0
+
+
+# Some exporters (ctypes) leave shape or strides NULL for a contiguous buffer.
+cdef inline Py_ssize_t _buffer_len(const Py_buffer* v) noexcept:
+    return v.shape[0] if v.shape != NULL else v.len // 8
+
+
+cdef inline Py_ssize_t _buffer_stride(const Py_buffer* v) noexcept:
+    return v.strides[0] if v.strides != NULL else 8
+
+
+cdef object _new_u64_like(object addrs, Py_ssize_t n):
+    """find_many()'s default out: numpy in, numpy out; else array.array('Q')."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(addrs, np.ndarray):
+        return np.zeros(n, dtype=np.uint64)
+    return array.array("Q", bytes(8 * n))
 
 
 cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
@@ -204,20 +261,39 @@ cdef inline VmapArea _area(uint64_t start, uint64_t last):
     return a
 
 
-cdef size_t _copy_chain(va_t* va, block_t* blocks, size_t n, size_t cap) noexcept nogil:
-    """Append the bounds of a chain of records (linked through next) to
-    blocks[n:cap]; returns the new count.  The caller holds the chain's lock."""
-    while va != NULL and n < cap:
-        blocks[n].start = va.start
-        blocks[n].last = va.last
-        n += 1
-        va = va.next
-    return n
+# Lists are built with explicit loops, never comprehensions: Cython 3.3.x
+# compiles a list comprehension of temporaries so that the item is decref'd
+# twice when the list cannot grow (MemoryError), a use-after-free
+# (tests/test_generated_code.py keeps it out).
 
-
-cdef list _areas_of(block_t* blocks, size_t n):
+cdef list _snap_areas(const snap_area_t* areas, size_t n):
     cdef size_t i
-    return [_area(blocks[i].start, blocks[i].last) for i in range(n)]
+    cdef list out = []
+    for i in range(n):
+        out.append(_area(areas[i].start, areas[i].last))
+    return out
+
+
+cdef class _Snapshot:
+    """Owns the C buffers of one space_snapshot(): freed however the caller
+    leaves (a MemoryError while building the Python objects included)."""
+    cdef snap_t sn
+
+    def __dealloc__(self):
+        snap_free(&self.sn)
+
+
+cdef _Snapshot _take_snapshot(space_t* s, unsigned what):
+    """space_snapshot() with the GIL released (every lock is taken without it)."""
+    cdef _Snapshot snap = _Snapshot.__new__(_Snapshot)
+    cdef int rc
+    with nogil:
+        vm_nogil_enter()
+        rc = space_snapshot(s, what, &snap.sn)
+        vm_nogil_exit()
+    if rc != 0:
+        raise MemoryError("vmap_core: out of memory for a snapshot")
+    return snap
 
 
 ctypedef struct rec_t:          # one record of a space's state (pickle, copy)
@@ -228,7 +304,8 @@ ctypedef struct rec_t:          # one record of a space's state (pickle, copy)
 
 
 cdef size_t _copy_recs(va_t* va, rec_t* recs, size_t n, size_t cap, unsigned node) noexcept nogil:
-    """_copy_chain() keeping each record's tag and node."""
+    """Append the bounds, tag and node of a chain of records (linked through
+    next) to recs[n:cap]; returns the new count.  The caller holds its lock."""
     while va != NULL and n < cap:
         recs[n].start = va.start
         recs[n].last = va.last
@@ -237,6 +314,21 @@ cdef size_t _copy_recs(va_t* va, rec_t* recs, size_t n, size_t cap, unsigned nod
         n += 1
         va = va.next
     return n
+
+
+cdef inline object _tag_node(uint64_t aux):
+    """A record's node tag as the state carries it: the node, or None."""
+    return None if aux == 0 else <object>(aux - 1)
+
+
+cdef list _shape_list(const shape_t* sh, size_t n):
+    """(start, end, 'r'|'b', depth) per node of a copied free-tree shape."""
+    cdef size_t i
+    cdef list out = []
+    for i in range(n):
+        out.append((sh[i].start, <object>sh[i].last + 1, "b" if sh[i].black else "r",
+                    sh[i].depth))
+    return out
 
 
 # -- VmapSpace --------------------------------------------------------------
@@ -310,7 +402,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
          lazy_max_pages) = _reference.check_config(start, end, page_size, nr_nodes, zone_size,
                                                    lazy_max_pages, lock, kernel, search)
 
-        s = <space_t*>calloc(1, sizeof(space_t))
+        s = <space_t*>vm_calloc(1, sizeof(space_t))
         if s == NULL:
             raise MemoryError()
         s.locks = <vm_lock_t*>vm_aligned_calloc(3, sizeof(vm_lock_t))
@@ -319,7 +411,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         va = slab_alloc(&s.slab) if s.locks != NULL and s.nodes != NULL else NULL
         if va != NULL:
             for k in range(<unsigned>nr_nodes):
-                s.nodes[k].pools = <va_pool_t*>calloc(MAX_VA_SIZE_PAGES, sizeof(va_pool_t))
+                s.nodes[k].pools = <va_pool_t*>vm_calloc(MAX_VA_SIZE_PAGES, sizeof(va_pool_t))
                 if s.nodes[k].pools == NULL:
                     va = NULL
         if va == NULL:
@@ -392,6 +484,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef uint64_t szm1, al, vs, vl, addr
         cdef uint64_t tag = 0
         cdef alloc_status_t rc
+        cdef bint rotated = False
         size = _index(size, "size")
         align = _index_opt(align, "align")
         vstart = _index_opt(vstart, "vstart")
@@ -418,15 +511,18 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError("cpu must be >= 0")
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
-            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr) == ALLOC_OK:
+            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
+                result = self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
                 if self._rec is not None:
                     self._trace_alloc(ALLOC_OK, addr, size, al, vs, vl, cpu)
-                return self._tagged(addr, caller)
+                return result
             tag += 1
         rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
-        if self._rec is not None:
-            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+        if rc == ALLOC_NOMEM and rotated:
+            pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
         if (rc == ALLOC_NOSPACE or rc == ALLOC_RANGE) and self.auto_purge and not self._in_flush():
+            if self._rec is not None:
+                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
             # The overflow path: purge everything (full decay), retry once.
             failure = None
             try:
@@ -434,19 +530,52 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             except _CallbackFailed as exc:  # retry first, then report
                 failure = exc
             rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
-            if self._rec is not None:
-                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
             if failure is not None:
-                result = self._tagged(addr, caller) if rc == ALLOC_OK else None
+                result = None
+                if rc == ALLOC_OK:
+                    result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1,
+                                                rotated)
+                if self._rec is not None:
+                    self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
                 raise failure.report(f"alloc({size:#x}, align={al:#x})", result) \
                     from failure.__cause__
+        if self._rec is not None and rc != ALLOC_OK:
+            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
         if rc == ALLOC_OK:
-            return self._tagged(addr, caller)
+            result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1, rotated)
+            if self._rec is not None:
+                self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
+            return result
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
             raise VmapExhausted(f"the lowest fit for size={size:#x} align={al:#x} ends past vend")
         raise VmapExhausted(f"no free block fits size={size:#x} align={al:#x}")
+
+    cdef object _commit_alloc(self, uint64_t addr, object caller, bint pooled, unsigned node,
+                              uint64_t szm1, bint rotated):
+        """The allocated address as an int, with its caller tag recorded.  If
+        either cannot be made (MemoryError), the allocation is undone (and
+        the pool of node put back in order if its miss rotated it), so that
+        alloc() raises with the space's areas, pools and counts as they were
+        (the free tree holds the same blocks; its shape may differ, see the
+        README on memory failure)."""
+        cdef uint64_t st, la
+        try:
+            result = <object>addr
+            if caller is not None:
+                self._callers[result] = caller
+            elif self._callers:
+                self._callers.pop(result, None)
+        except BaseException:
+            if pooled:
+                space_unalloc_pooled(self.sp, node, addr)
+            else:
+                space_free(self.sp, addr, &st, &la)
+                if rotated:
+                    pool_unrotate(self.sp, node, szm1)
+            raise
+        return result
 
     cdef void _trace_alloc(self, alloc_status_t rc, uint64_t addr, object size, uint64_t align,
                            uint64_t vs, uint64_t vl, object cpu):
@@ -466,8 +595,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr = 0
         cdef alloc_status_t rc
+        cpu = _index_opt(cpu, "cpu")       # every TypeError before any ValueError, as alloc()
         szm1, al, vs, vl = self._request(size, align, vstart, vend)
-        cpu = _index_opt(cpu, "cpu")
         if cpu is not None and cpu < 0:
             raise ValueError("cpu must be >= 0")
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
@@ -487,7 +616,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         alloc() would.  ValueError when the range is not wholly free; returns
         addr.  The replay uses it to follow the kernel where the model differs."""
         cdef space_t* s = self._s()
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t szm1, tag = 0
         cdef alloc_status_t rc
         size = _index(size, "size")
@@ -503,12 +633,26 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError("need a page-aligned [addr, addr + size) inside [start, end)")
         if cpu is not None and s.nr_nodes > 1:
             tag = cpu % s.nr_nodes + 1
+        # The caller tag is recorded before the change and taken back if the
+        # range is refused, so that nothing after the change can fail (the
+        # result is addr itself; replacing a value or deleting a key never
+        # allocates).
+        old = _NO_CALLER
+        if caller is not None:
+            old = self._callers.get(addr, _NO_CALLER)
+            self._callers[addr] = caller
         rc = space_alloc_at(s, a, szm1, tag)
-        if rc == ALLOC_NOMEM:
-            raise MemoryError("vmap_core: out of memory for area records")
         if rc != ALLOC_OK:
+            if old is not _NO_CALLER:
+                self._callers[addr] = old
+            elif caller is not None:
+                del self._callers[addr]
+            if rc == ALLOC_NOMEM:
+                raise MemoryError("vmap_core: out of memory for area records")
             raise ValueError(f"[{a:#x}, {<object>a + size:#x}) is not free")
-        return self._tagged(a, caller)
+        if caller is None and self._callers:
+            self._callers.pop(addr, None)
+        return addr
 
     cdef tuple _request(self, size, align, vstart, vend):
         """alloc()'s checks: (size - 1, align, vstart, vend - 1)."""
@@ -535,13 +679,6 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError("vstart and vend must be multiples of page_size")
         return szm1, al, vs, vl
 
-    cdef inline object _tagged(self, uint64_t addr, object caller):
-        if caller is not None:
-            self._callers[addr] = caller
-        elif self._callers:
-            self._callers.pop(addr, None)
-        return addr
-
     def find(self, addr):
         """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
@@ -558,7 +695,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef bint found
         with nogil:
+            vm_nogil_enter()
             found = space_find(s, a, &start, &last)
+            vm_nogil_exit()
         if found:
             return _area(start, last)
         return None
@@ -568,13 +707,19 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
         KeyError if no busy area starts at addr (a double free included).
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last
-        cdef int rc = space_free(self._s(), a, &start, &last)
+        cdef space_t* s = self._s()
+        # Made before the change, so that nothing after it can fail.
+        cdef VmapArea result = VmapArea.__new__(VmapArea)
+        cdef int rc = space_free(s, a, &start, &last)
         if rc == UNLINK_OK:
             if self._callers:
-                self._callers.pop(start, None)
-            return _area(start, last)
+                self._callers.pop(addr, None)
+            result._start = start
+            result._last = last
+            return result
         if rc < 0:
             raise SystemError("vmap_core: freed area overlapped free space (corrupted space)")
         raise KeyError(addr)
@@ -588,23 +733,28 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         is not reusable until a purge, which runs here (with auto_purge) when
         the lazy pages exceed lazy_max_pages.  KeyError as for free(); returns
         the area."""
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        addr = _index(addr, "addr")
+        cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last, nr_lazy = 0
         cdef bint over = False
-        cdef int rc = space_free_lazy(self._s(), a, &start, &last, &over, &nr_lazy)
+        cdef space_t* s = self._s()
+        cdef VmapArea result = VmapArea.__new__(VmapArea)   # before the change
+        cdef int rc = space_free_lazy(s, a, &start, &last, &over, &nr_lazy)
         if rc != UNLINK_OK:
             raise KeyError(addr)
         if self._callers:
-            self._callers.pop(start, None)
-        area = _area(start, last)
+            self._callers.pop(addr, None)
+        result._start = start
+        result._last = last
         if self._rec is not None:
-            self._rec.free(self, start, nr_lazy)
+            # The count is kept modulo 2**64: 0 right after a lazy free is 2**64.
+            self._rec.free(self, start, nr_lazy if nr_lazy else _ADDR_LIMIT)
         if over and self.auto_purge and not self._in_flush():
             try:
                 self._purge(False)
             except _CallbackFailed as exc:
-                raise exc.report(f"free_lazy({a:#x})", area) from exc.__cause__
-        return area
+                raise exc.report(f"free_lazy({a:#x})", result) from exc.__cause__
+        return result
 
     def purge(self, full=False):
         """__purge_vmap_area_lazy(): decay every node's pools (~25% of each
@@ -616,38 +766,58 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         tree, merging.  Returns the number of lazy areas purged.  If on_purge
         raises, the purge still completes and OnPurgeError (chained to the
         callback's exception) reports it."""
+        cdef size_t n, expected = 0
+        cdef space_t* s = self._s()
+        cdef unsigned k
         if not isinstance(full, bool):
             raise TypeError("full must be a bool")
+        # The result is made first, for the count expected, so that a purge
+        # by this thread alone cannot be followed by a MemoryError.
+        for k in range(s.nr_nodes):
+            expected += cnt_peek(&s.nodes[k].nr_lazy)
+        result = <object>expected
         try:
-            return self._purge(full)
+            n = self._purge(full)
         except _CallbackFailed as exc:
             raise exc.report("purge()", exc.args[3]) from exc.__cause__
+        return result if n == expected else <object>n
 
-    cdef object _purge(self, bint full):
-        """One purge; raises _CallbackFailed (then finished) if on_purge raised."""
+    cdef size_t _purge(self, bint full) except? <size_t>-1:
+        """One purge, for purge() and the purges that free_lazy() and
+        alloc()'s overflow path run: detach the lazy areas under the purge
+        lock, call on_purge with it held (as the kernel holds vmap_purge_lock
+        across the flush), then give them back.  No Python object is made
+        unless on_purge or a trace is set.  If on_purge raises, the purge
+        finishes and _CallbackFailed reports it; a MemoryError making its
+        arguments, or a BaseException from it, propagates after the purge."""
         cdef uint64_t fs, fl
         cdef size_t n
-        cdef space_t* s = self._s()
+        cdef space_t* s = self.sp
         if self._in_flush():
             raise RuntimeError("purge called from on_purge: a purge cannot start while one "
                                "is flushing (the kernel holds vmap_purge_lock)")
         with nogil:
+            vm_nogil_enter()
             lock_acquire(s.purge_lock)
             n = space_purge_detach(s, full, &fs, &fl)
+            vm_nogil_exit()
         failure = None
         try:
             if n and self.on_purge is not None:
+                start, end = <object>fs, <object>fl + 1
                 self._flushing = threading.get_ident()
                 try:
-                    self.on_purge(fs, <object>fl + 1)     # flush_tlb_kernel_range()
+                    self.on_purge(start, end)             # flush_tlb_kernel_range()
                 except Exception as exc:                  # finish the purge, then report
                     failure = exc
                 finally:
                     self._flushing = None
         finally:                                          # even on KeyboardInterrupt
             with nogil:
+                vm_nogil_enter()
                 space_purge_reclaim(s, full)
                 vm_unlock(s.purge_lock)
+                vm_nogil_exit()
             if self._rec is not None:
                 self._rec.purge(self, fs, <object>fl + 1, n)
         if failure is not None:
@@ -658,13 +828,19 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """The shrinker's scan: fully decay every node's pools back to the
         free tree; returns the number of areas given back."""
         cdef space_t* s = self._s()
-        cdef size_t n
+        cdef size_t n, expected = 0
+        cdef unsigned k
         if self._in_flush():
             raise RuntimeError("drain_pools() called from on_purge: the shrinker takes the "
                                "purge lock that the flush holds")
+        for k in range(s.nr_nodes):
+            expected += cnt_peek(&s.nodes[k].nr_pooled)
+        result = <object>expected        # made before the change, as in purge()
         with nogil:
+            vm_nogil_enter()
             n = space_drain_pools(s)
-        return n
+            vm_nogil_exit()
+        return result if n == expected else <object>n
 
     def areas(self, from_addr=0):
         """Busy areas in global address order, from the first that ends above
@@ -693,42 +869,31 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def lazy_areas(self):
         """Lazily freed areas not yet purged, in address order."""
-        return [a for a, _ in self._lazy_pool_snapshot(True)]
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_LAZY)
+        qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
+        return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
+
+    cdef list _debug_pool_order(self):
+        """Test-only (vmap_core._testhooks.debug_pool_order): (node, start, end) of every pooled area, node by node,
+        size class by size class, head first: the order pooled_areas() sorts
+        away, which decides what the next pooled alloc() gets."""
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
+        cdef snap_area_t* a = snap.sn.areas[2]
+        cdef size_t i
+        cdef list out = []
+        for i in range(snap.sn.n[2]):
+            out.append((a[i].node, a[i].start, <object>a[i].last + 1))
+        return out
 
     def pooled_areas(self):
         """(area, node) for every area in a node's pool, in address order."""
-        return self._lazy_pool_snapshot(False)
-
-    cdef list _lazy_pool_snapshot(self, bint lazy):
-        cdef space_t* s = self._s()
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
+        cdef snap_area_t* a = snap.sn.areas[2]
+        cdef size_t i
         cdef list out = []
-        cdef unsigned k
-        cdef size_t cls
-        cdef vnode_t* vn
-        cdef vm_lock_t* l
-        cdef block_t* blocks
-        cdef size_t n, cap
-        for k in range(s.nr_nodes):
-            vn = &s.nodes[k]
-            l = lazy_lock(s, vn) if lazy else pool_lock(s, vn)
-            lock_acquire(l)
-            cap = vn.nr_lazy if lazy else vn.nr_pooled
-            blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
-            if blocks == NULL:
-                vm_unlock(l)
-                raise MemoryError()
-            n = 0
-            if lazy:
-                n = _copy_chain(rb_first(vn.lazy_root.node), blocks, n, cap)
-            else:
-                for cls in range(<size_t>MAX_VA_SIZE_PAGES):
-                    n = _copy_chain(vn.pools[cls].head, blocks, n, cap)
-            vm_unlock(l)
-            try:
-                out.extend((a, k) for a in _areas_of(blocks, n))
-            finally:
-                free(blocks)
-        out.sort(key=lambda p: p[0].start)
+        qsort(a, snap.sn.n[2], sizeof(snap_area_t), snap_area_cmp)
+        for i in range(snap.sn.n[2]):
+            out.append((_area(a[i].start, a[i].last), a[i].node))
         return out
 
     def vmallocinfo(self):
@@ -736,35 +901,26 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         areas node by node, sorted within a node, as ``0x<start>-0x<end>
         <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
         pages= without it, no caller where none was given), then the lazily
-        freed ones as ``unpurged vm_area``."""
-        cdef list lines = []
+        freed ones as ``unpurged vm_area``.  One consistent snapshot of both
+        (see the README on concurrent snapshots)."""
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY | SNAP_LAZY)
+        cdef snap_area_t* a = snap.sn.areas[0]
         cdef dict callers = self._callers
-        by_node = [[] for _ in range(self.nr_nodes)]
-        for a in self._busy_snapshot():
-            by_node[self.node_of(a.start)].append(a)
-        for areas in by_node:
-            for a in areas:
-                lines.append(_reference.info_line(a.start, a.end, callers.get(a.start),
-                                                  self.page_size))
-        lazy_by_node = [[] for _ in range(self.nr_nodes)]
-        for a in self.lazy_areas():
-            lazy_by_node[self._lazy_node(a.start)].append(a)
-        for areas in lazy_by_node:
-            for a in areas:
-                lines.append(f"0x{a.start:016x}-0x{a.end:016x} {a.size:7d} unpurged vm_area")
-        return "".join(line + "\n" for line in lines)
-
-    cdef unsigned _lazy_node(self, uint64_t start):
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        cdef va_t* n
-        for k in range(s.nr_nodes):
-            lock_acquire(lazy_lock(s, &s.nodes[k]))
-            n = bt_lookup_root(&s.nodes[k].lazy_root, start)
-            vm_unlock(lazy_lock(s, &s.nodes[k]))
-            if n != NULL:
-                return k
-        return 0
+        cdef list lines = []
+        cdef size_t i
+        page_size = self.page_size
+        info_line = _reference.info_line
+        for i in range(snap.sn.n[0]):
+            start = a[i].start
+            lines.append(info_line(start, <object>a[i].last + 1, callers.get(start), page_size))
+        a = snap.sn.areas[1]
+        for i in range(snap.sn.n[1]):
+            lines.append(f"0x{a[i].start:016x}-0x{<object>a[i].last + 1:016x} "
+                         f"{<object>(a[i].last - a[i].start) + 1:7d} unpurged vm_area")
+        if not lines:
+            return ""
+        lines.append("")
+        return "\n".join(lines)
 
     @classmethod
     def from_vmallocinfo(cls, text_or_path, **space_kwargs):
@@ -781,24 +937,19 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """Test-only: the free tree in preorder, (start, end, 'r'|'b', depth)
         per node, to compare with the reference's transcription of the kernel."""
         cdef space_t* s = self._s()
-        cdef list out = []
-        cdef list stack = []
-        cdef va_t* n
-        cdef int depth
-        lock_acquire(s.free_lock)
+        cdef shape_t* sh = NULL
+        cdef size_t n = 0
+        cdef int rc
+        with nogil:
+            vm_nogil_enter()
+            rc = space_free_shape(s, &sh, &n)
+            vm_nogil_exit()
+        if rc != 0:
+            raise MemoryError("vmap_core: out of memory for a snapshot")
         try:
-            stack.append((<uintptr_t>s.free_root.node, 0))
-            while stack:
-                ptr, depth = stack.pop()
-                n = <va_t*><uintptr_t>ptr
-                if n == NULL:
-                    continue
-                out.append((n.start, <object>n.last + 1, "b" if rb_is_black(n) else "r", depth))
-                stack.append((<uintptr_t>n.right, depth + 1))
-                stack.append((<uintptr_t>n.left, depth + 1))
+            return _shape_list(sh, n)
         finally:
-            vm_unlock(s.free_lock)
-        return out
+            free(sh)
 
     def locate(self, addr):
         """What holds addr: ``("busy", area, node)``, ``("free", block,
@@ -863,34 +1014,49 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         integers (array.array('Q'), numpy uint64, ...), without the GIL.
 
         Writes the start of the area holding each address, or MISS, into out
-        (a writable buffer of the same length and type; a new array.array('Q')
-        when None) and returns out.  TypeError for a buffer of another type,
-        ValueError when the lengths differ.
+        (a writable buffer of the same length and type) and returns out.  When
+        out is None, a new one of the input's kind: a numpy.ndarray of uint64
+        for a numpy array, else an array.array('Q').  TypeError for anything
+        but a one-dimensional buffer of native unsigned 64-bit integers (None,
+        a structured dtype, a released buffer included), ValueError when the
+        lengths differ.
         """
         cdef space_t* s = self._s()
-        cdef const uint64_t[:] a
-        cdef uint64_t[:] o
+        cdef Py_buffer a
+        cdef Py_buffer o
         cdef Py_ssize_t i, n
-        cdef uint64_t st, la
+        cdef uint64_t x, st, la
+        cdef const char* ap
+        cdef char* op
+        cdef Py_ssize_t astride, ostride
+        _get_u64_buffer(addrs, &a, False, "addrs")
         try:
-            a = addrs
-        except (TypeError, ValueError, BufferError) as e:
-            raise TypeError(f"addrs must be a buffer of unsigned 64-bit integers: {e}") from None
-        n = a.shape[0]
-        if out is None:
-            out = array.array("Q", bytes(8 * n))
-        try:
-            o = out
-        except (TypeError, ValueError, BufferError) as e:
-            raise TypeError(f"out must be a writable buffer of unsigned 64-bit integers: {e}") from None
-        if o.shape[0] != n:
-            raise ValueError(f"out has {o.shape[0]} items, addrs {n}")
-        with nogil:
-            for i in range(n):
-                if space_find(s, a[i], &st, &la):
-                    o[i] = st
-                else:
-                    o[i] = MISS_U64
+            n = _buffer_len(&a)
+            astride = _buffer_stride(&a)
+            if out is None:
+                out = _new_u64_like(addrs, n)
+            _get_u64_buffer(out, &o, True, "out")
+            try:
+                if _buffer_len(&o) != n:
+                    raise ValueError(f"out has {_buffer_len(&o)} items, addrs {n}")
+                ostride = _buffer_stride(&o)
+                ap = <const char*>a.buf
+                op = <char*>o.buf
+                with nogil:
+                    vm_nogil_enter()
+                    for i in range(n):
+                        # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
+                        memcpy(&x, ap + i * astride, 8)
+                        if space_find(s, x, &st, &la):
+                            x = st
+                        else:
+                            x = MISS_U64
+                        memcpy(op + i * ostride, &x, 8)
+                    vm_nogil_exit()
+            finally:
+                PyBuffer_Release(&o)
+        finally:
+            PyBuffer_Release(&a)
         return out
 
     def check_copy(self, addr, n):
@@ -916,97 +1082,38 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return n
 
     def __iter__(self):
-        """Busy areas in address order (a snapshot, node by node)."""
+        """Busy areas in address order: one consistent snapshot (see the
+        README on concurrent snapshots)."""
         return iter(self._busy_snapshot())
 
     cdef list _busy_snapshot(self):
-        cdef space_t* s = self._s()
-        cdef block_t* blocks = NULL
-        cdef size_t n = 0
-        cdef size_t cap = 0
-        cdef unsigned k
-        cdef vnode_t* vn
-        cdef vm_lock_t* l
-        cdef list out
-        # Size the buffer under no lock, then fill it node by node; retry if
-        # another thread added areas in between.
-        while True:
-            cap = len(self) + 16
-            blocks = <block_t*>malloc(cap * sizeof(block_t))
-            if blocks == NULL:
-                raise MemoryError()
-            n = 0
-            for k in range(s.nr_nodes):
-                vn = &s.nodes[k]
-                l = node_lock(s, vn)
-                lock_acquire(l)
-                if n + vn.nr_areas > cap:
-                    vm_unlock(l)
-                    n = cap + 1
-                    break
-                n = _copy_chain(rb_first(vn.root.node), blocks, n, cap)
-                vm_unlock(l)
-            if n <= cap:
-                break
-            free(blocks)
-        try:
-            qsort(blocks, n, sizeof(block_t), block_cmp)
-            out = _areas_of(blocks, n)
-        finally:
-            free(blocks)
-        return out
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY)
+        qsort(snap.sn.areas[0], snap.sn.n[0], sizeof(snap_area_t), snap_area_cmp)
+        return _snap_areas(snap.sn.areas[0], snap.sn.n[0])
 
     def free_areas(self):
-        """The free blocks as VmapArea, coalesced, in address order."""
-        cdef space_t* s = self._s()
-        cdef block_t* blocks
-        cdef size_t n = 0
-        cdef size_t cap
-        lock_acquire(s.free_lock)
-        cap = s.nr_free
-        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
-        if blocks == NULL:
-            vm_unlock(s.free_lock)
-            raise MemoryError()
-        n = _copy_chain(rb_first(s.free_root.node), blocks, 0, cap)
-        vm_unlock(s.free_lock)
-        try:
-            return _areas_of(blocks, n)
-        finally:
-            free(blocks)
+        """The free blocks as VmapArea, coalesced, in address order (one
+        consistent snapshot)."""
+        cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_FREE)
+        return _snap_areas(snap.sn.areas[3], snap.sn.n[3])
 
     # -- introspection ------------------------------------------------------
 
-    cdef void _lock_all(self) noexcept:
-        """Every lock, in one fixed order (purge lock first, as a purge would).
-        From inside on_purge the purge lock is the flushing purge's, held by
-        this very thread: it is neither taken again nor released."""
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        if not self._in_flush():
-            lock_acquire(s.purge_lock)
-        if s.global_lock != NULL:
-            lock_acquire(s.global_lock)
-            return
-        for k in range(s.nr_nodes):
-            lock_acquire(&s.nodes[k].lock)
-            lock_acquire(&s.nodes[k].lazy_lock)
-            lock_acquire(&s.nodes[k].pool_lock)
-        lock_acquire(s.free_lock)
+    cdef unsigned _snap_flags(self, unsigned what) except? 0xFFFFFFFF:
+        """what, plus SNAP_PURGE_HELD from inside on_purge: there the purge
+        lock is the flushing purge's, held by this very thread, and a view
+        that needs it neither takes it again nor releases it."""
+        return what | SNAP_PURGE_HELD if self._in_flush() else what
 
-    cdef void _unlock_all(self) noexcept:
-        cdef space_t* s = self.sp
-        cdef unsigned k
-        if s.global_lock == NULL:
-            vm_unlock(s.free_lock)
-            for k in range(s.nr_nodes):
-                vm_unlock(&s.nodes[k].pool_lock)
-                vm_unlock(&s.nodes[k].lazy_lock)
-                vm_unlock(&s.nodes[k].lock)
-        else:
-            vm_unlock(s.global_lock)
-        if not self._in_flush():
-            vm_unlock(s.purge_lock)
+    cdef int _lock_all(self, unsigned* held) except -1:
+        """Every lock, in the one fixed order (_snapshot.pxi), the GIL
+        released for any wait; *held says how to release them (_unlock_all)."""
+        held[0] = self._snap_flags(SNAP_COUNTS)
+        snap_lock(self.sp, held[0])
+        return 0
+
+    cdef void _unlock_all(self, unsigned held) noexcept:
+        snap_unlock(self.sp, held)
 
     def check(self):
         """Verify every invariant; AssertionError names the first broken one.
@@ -1014,27 +1121,28 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         rb colours and black heights, parent links, address order and
         subtree_max_size in every tree; each list is its tree in order; busy
         areas sit in the node of their start, lazy ones in the node of their
-        tag; pooled areas sit in their size class; free blocks are coalesced;
-        free, busy, lazy and pooled areas tile [start, end) exactly; the lazy
-        page count and the slab agree with them.  Takes every lock: call it while no other thread is
-        inside a method of this space.
+        tag (v6.8: no two touch); pooled areas sit in their size class; free
+        blocks are coalesced; free, busy, lazy, pooled (and, from inside
+        on_purge, detached) areas tile [start, end) exactly; the lazy page
+        count and the slab agree with them.  Takes every lock: call it while
+        no other thread is inside a method of this space.
         """
         cdef space_t* s = self._s()
         cdef block_t* blocks
         cdef const char* err
         cdef size_t cap
-        cdef unsigned k
-        self._lock_all()
+        cdef unsigned k, held
+        self._lock_all(&held)
         cap = s.nr_free
         for k in range(s.nr_nodes):
             cap += (s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
                     + s.nodes[k].nr_purge)
-        blocks = <block_t*>malloc((cap + 1) * sizeof(block_t))
+        blocks = <block_t*>vm_malloc((cap + 1) * sizeof(block_t))
         if blocks == NULL:
-            self._unlock_all()
+            self._unlock_all(held)
             raise MemoryError()
         err = space_verify(s, blocks)
-        self._unlock_all()
+        self._unlock_all(held)
         free(blocks)
         if err != NULL:
             raise AssertionError((<bytes>err).decode())
@@ -1046,9 +1154,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef bytes k = kind.encode()
         cdef const char* err
-        self._lock_all()
+        cdef unsigned held
+        self._lock_all(&held)
         err = space_corrupt(s, k)
-        self._unlock_all()
+        self._unlock_all(held)
         if err != NULL:
             raise ValueError(f"cannot corrupt {kind!r}: {(<bytes>err).decode()}")
 
@@ -1066,75 +1175,74 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         mode takes its node's lock, in "rwlock" and "optimistic" mode it does
         not), rwlock_read_waits (per node, "rwlock" readers that had to wait),
         optimistic_retries / optimistic_fallbacks (per node, lock-free reads
-        that saw a change and retried, and that then took the lock).
+        that saw a change and retried, and that then took the lock).  Every
+        count is from one instant, taken under every lock (see the README on
+        concurrent snapshots).
         """
         cdef space_t* s = self._s()
+        cdef _Snapshot snap = _take_snapshot(s, self._snap_flags(SNAP_COUNTS))   # every lock, then none
+        cdef snap_t* sn = &snap.sn
+        cdef node_counts_t* nc
         cdef unsigned k
-        cdef va_t* va
-        cdef uint64_t busy_spans = 0
-        cdef uint64_t free_spans = 0
+        cdef size_t c, n
         cdef size_t nbusy = 0
-        cdef size_t nfree
+        cdef size_t nlazy = 0
+        cdef size_t npooled = 0
+        cdef object busy_bytes = 0
         cdef list node_areas = []
-        cdef uint64_t largest = 0
-        cdef bint any_free
-        self._lock_all()
-        for k in range(s.nr_nodes):
-            node_areas.append(s.nodes[k].nr_areas)
-            nbusy += s.nodes[k].nr_areas
-            va = rb_first(s.nodes[k].root.node)
-            while va != NULL:
-                busy_spans += va.last - va.start
-                va = va.next
-        nfree = s.nr_free
-        va = rb_first(s.free_root.node)
-        while va != NULL:
-            free_spans += va.last - va.start
-            va = va.next
-        any_free = s.free_root.node != NULL
-        if any_free:
-            largest = s.free_root.node.aux
-        slab_b = slab_bytes(&s.slab)
-        records = s.slab.in_use
+        cdef list pool_areas = []
+        cdef list read_waits = []
+        cdef list retries = []
+        cdef list fallbacks = []
+        cdef dict per_class
+        cdef dict acq, cont
         if s.global_lock != NULL:
-            acq = {"global": s.global_lock.acquisitions}
-            cont = {"global": s.global_lock.contended}
+            acq = {"global": sn.free_acquisitions}
+            cont = {"global": sn.free_contended}
         else:
-            acq = {"free": s.locks[0].acquisitions}
-            cont = {"free": s.locks[0].contended}
-            for k in range(s.nr_nodes):
-                acq[f"node{k}"] = s.nodes[k].lock.acquisitions
-                cont[f"node{k}"] = s.nodes[k].lock.contended
-        lazy_areas = sum(s.nodes[k].nr_lazy for k in range(s.nr_nodes))
-        pooled = sum(s.nodes[k].nr_pooled for k in range(s.nr_nodes))
-        pool_areas = [{c: s.nodes[k].pools[c].len for c in range(MAX_VA_SIZE_PAGES)
-                       if s.nodes[k].pools[c].len} for k in range(s.nr_nodes)]
-        lazy_pages = s.lazy_nr
-        purges, flushes, purged = s.purges, s.tlb_flushes, s.purged_areas
-        read_waits = [s.nodes[k].rw.read_waits for k in range(s.nr_nodes)]
-        retries = [s.nodes[k].read_retries for k in range(s.nr_nodes)]
-        fallbacks = [s.nodes[k].read_fallbacks for k in range(s.nr_nodes)]
-        self._unlock_all()
-        # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
+            acq = {"free": sn.free_acquisitions}
+            cont = {"free": sn.free_contended}
+        for k in range(s.nr_nodes):
+            nc = &sn.nodes[k]
+            nbusy += nc.nr_areas
+            nlazy += nc.nr_lazy
+            npooled += nc.nr_pooled
+            # A span sum cannot overflow: disjoint blocks fit in 2**64 bytes.
+            busy_bytes += <object>nc.busy_spans + nc.nr_areas
+            node_areas.append(nc.nr_areas)
+            per_class = {}
+            for c in range(<size_t>MAX_VA_SIZE_PAGES):
+                n = sn.pool_len[k * MAX_VA_SIZE_PAGES + c]
+                if n:
+                    per_class[c] = n
+            pool_areas.append(per_class)
+            read_waits.append(nc.read_waits)
+            retries.append(nc.read_retries)
+            fallbacks.append(nc.read_fallbacks)
+            if s.global_lock == NULL:
+                acq[f"node{k}"] = nc.acquisitions
+                cont[f"node{k}"] = nc.contended
         return {
             "busy_areas": nbusy,
-            "busy_bytes": <object>busy_spans + nbusy,
-            "free_areas": nfree,
-            "free_bytes": <object>free_spans + nfree,
-            "largest_free": <object>largest + 1 if any_free else 0,
+            "busy_bytes": busy_bytes,
+            "free_areas": sn.nr_free,
+            "free_bytes": <object>sn.free_spans + sn.nr_free,
+            "largest_free": <object>sn.largest_span + 1 if sn.any_free else 0,
             "nr_nodes": s.nr_nodes,
             "node_areas": node_areas,
             "lock": self.lock,
-            "lazy_areas": lazy_areas,
-            "lazy_pages": lazy_pages,
+            "lazy_areas": nlazy,
+            # The count is kept modulo 2**64: 0 with lazy areas is every page
+            # of a 2**64-page space.
+            "lazy_pages": sn.lazy_nr if sn.lazy_nr or not nlazy else _ADDR_LIMIT,
             "lazy_max_pages": self.lazy_max_pages,
-            "pooled_areas": pooled,
+            "pooled_areas": npooled,
             "pool_areas": pool_areas,
-            "purges": purges,
-            "tlb_flushes": flushes,
-            "purged_areas": purged,
-            "slab_bytes": slab_b,
-            "slab_records": records,
+            "purges": sn.purges,
+            "tlb_flushes": sn.tlb_flushes,
+            "purged_areas": sn.purged_areas,
+            "slab_bytes": sn.slab_bytes,
+            "slab_records": sn.slab_records,
             "record_bytes": sizeof(va_t),
             "lock_acquisitions": acq,
             "lock_contended": cont,
@@ -1144,6 +1252,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         }
 
     def __repr__(self):
+        self._s()
         return (f"VmapSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"nr_nodes={self.nr_nodes}, lock={self.lock!r})")
 
@@ -1172,30 +1281,36 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         copy records nothing), then given the same busy, lazy and pooled areas
         with their node tags and callers, the free tree in the same shape (the
         kernel's aligned search depends on it) and the same load_notes
-        (reference.check_space_state() has the format).  The counters of
-        stats() start again from zero.  RuntimeError from inside on_purge."""
-        kwargs = {name: getattr(self, name) for name in _reference.SPACE_INIT_ARGS}
-        return (_reference.rebuild_space, (type(self), self.start, self.end, kwargs),
-                self._get_state())
+        (reference.check_space_state() has the format), all from one instant.
+        The counters of stats() start again from zero.  RuntimeError from
+        inside on_purge."""
+        state = self._get_state()
+        kwargs = {}
+        for name in _reference.SPACE_INIT_ARGS:
+            kwargs[name] = getattr(self, name)
+        return (_reference.rebuild_space, (type(self), self.start, self.end, kwargs), state)
 
     cdef dict _get_state(self):
         cdef space_t* s = self._s()
         cdef rec_t* recs
+        cdef shape_t* sh
         cdef size_t cap = 0
         cdef size_t nb = 0
-        cdef size_t nl, np_, i
-        cdef unsigned k
+        cdef size_t nl, np_, nsh, i
+        cdef unsigned k, held
         cdef size_t cls
         if self._in_flush():
             raise RuntimeError("a space cannot be copied from inside on_purge: its purge is "
                                "half done")
-        shape = self._free_tree_shape()
-        self._lock_all()
+        # Every lock; the records and the free tree's shape copied in C; no lock.
+        self._lock_all(&held)
         for k in range(s.nr_nodes):
             cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
-        recs = <rec_t*>malloc((cap + 1) * sizeof(rec_t))
-        if recs == NULL:
-            self._unlock_all()
+        recs = <rec_t*>vm_malloc((cap + 1) * sizeof(rec_t))
+        sh = <shape_t*>vm_malloc((s.nr_free + 1) * sizeof(shape_t)) if recs != NULL else NULL
+        if sh == NULL:
+            self._unlock_all(held)
+            free(recs)
             raise MemoryError()
         for k in range(s.nr_nodes):
             nb = _copy_recs(rb_first(s.nodes[k].root.node), recs, nb, cap, k)
@@ -1206,18 +1321,26 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         for k in range(s.nr_nodes):
             for cls in range(<size_t>MAX_VA_SIZE_PAGES):
                 np_ = _copy_recs(s.nodes[k].pools[cls].head, recs, np_, cap, k)
-        self._unlock_all()
+        nsh = ft_copy_shape(s, sh, s.nr_free)
+        self._unlock_all(held)
         try:
             callers = self._callers
-            tag = lambda aux: aux - 1 if aux else None
-            busy = sorted((recs[i].start, <object>recs[i].last + 1, tag(recs[i].aux),
-                           callers.get(recs[i].start)) for i in range(nb))
-            lazy = sorted((recs[i].start, <object>recs[i].last + 1, tag(recs[i].aux))
-                          for i in range(nb, nl))
-            pooled = [(recs[i].node, recs[i].start, <object>recs[i].last + 1)
-                      for i in range(nl, np_)]
+            busy = []
+            for i in range(nb):
+                busy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux),
+                             callers.get(recs[i].start)))
+            busy.sort()
+            lazy = []
+            for i in range(nb, nl):
+                lazy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux)))
+            lazy.sort()
+            pooled = []
+            for i in range(nl, np_):
+                pooled.append((recs[i].node, recs[i].start, <object>recs[i].last + 1))
+            shape = _shape_list(sh, nsh)
         finally:
             free(recs)
+            free(sh)
         return {"version": _reference.STATE_VERSION, "busy": busy, "lazy": lazy,
                 "pooled": pooled, "free_tree": shape, "load_notes": list(self.load_notes)}
 
@@ -1262,49 +1385,27 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef size_t n = len(shape)
         cdef size_t i
-        cdef va_t* va
-        cdef va_t* parent
-        cdef va_t** order = <va_t**>malloc((n + 1) * sizeof(va_t*))
-        cdef va_t** path = <va_t**>malloc((n + 1) * sizeof(va_t*))
-        cdef int depth
-        if order == NULL or path == NULL:
-            free(order)
-            free(path)
+        cdef int rc
+        cdef shape_t* sh = <shape_t*>vm_malloc((n + 1) * sizeof(shape_t))
+        if sh == NULL:
             raise MemoryError()
-        lock_acquire(s.free_lock)
         try:
-            by_start = {}
-            va = rb_first(s.free_root.node)
-            while va != NULL:
-                by_start[va.start] = <uintptr_t>va
-                va = va.next
-            if <size_t>len(by_start) != n or s.nr_free != n:
-                raise SystemError("vmap_core: the free blocks do not match the state's tree")
-            for i in range(n):
+            for i in range(n):       # into C first: no Python object under the lock
                 start, end, colour, depth = shape[i]
-                ptr = by_start.get(start)
-                if ptr is None or <object>(<va_t*><uintptr_t>ptr).last + 1 != end:
-                    raise SystemError(f"vmap_core: no free block [{start:#x}, {end:#x})")
-                va = <va_t*><uintptr_t>ptr
-                parent = NULL if depth == 0 else path[depth - 1]
-                va.parent_color = <uintptr_t>parent | <uintptr_t>(RB_BLACK if colour == "b"
-                                                                   else RB_RED)
-                rb_set_left(va, NULL)
-                rb_set_right(va, NULL)
-                if parent == NULL:
-                    rb_set_root(&s.free_root, va)
-                elif va.start < parent.start:
-                    rb_set_left(parent, va)
-                else:
-                    rb_set_right(parent, va)
-                path[depth] = va
-                order[i] = va
-            for i in range(n, 0, -1):                  # children before their parents
-                order[i - 1].aux = ft_subtree_max(order[i - 1])
+                sh[i].start = start
+                sh[i].last = <uint64_t>(end - 1)
+                sh[i].black = colour == "b"
+                sh[i].depth = depth
+            with nogil:
+                vm_nogil_enter()
+                rc = space_shape_free_tree(s, sh, n)
+                vm_nogil_exit()
         finally:
-            vm_unlock(s.free_lock)
-            free(order)
-            free(path)
+            free(sh)
+        if rc == -2:
+            raise MemoryError()
+        if rc != 0:
+            raise SystemError("vmap_core: the free blocks do not match the state's tree")
 
     cdef _place(self, uint64_t start, object end, object tag):
         """Make [start, end) busy, tagged with node tag (None: untagged)."""
@@ -1335,37 +1436,41 @@ cdef class _Workers:
         free(self.slots)
 
 
-cdef class _UsercopyCell:
-    cdef _Workers workers
-    cdef uc_shared_t* shared
-    cdef VmapSpace space, churn_space
-    cdef uint64_t* starts
-    cdef char** mem
-    cdef size_t nbuf
-    cdef uint64_t churn_ops
+cdef void* _worker_slot(_Workers workers, size_t i, size_t size) except NULL:
+    """Worker i's slot; the worker methods below are reachable from Python."""
+    if workers is None or i >= workers.n:
+        raise ValueError("no such worker")
+    return <char*>workers.slots + i * size
 
-    def __cinit__(self):
-        self.shared = <uc_shared_t*>vm_aligned_calloc(1, sizeof(uc_shared_t))
-        if self.shared == NULL:
-            raise MemoryError()
 
-    def __dealloc__(self):
-        cdef size_t i
-        if self.mem != NULL:
-            for i in range(self.nbuf):
-                free(self.mem[i])
-        free(self.mem)
-        free(self.starts)
-        free(self.shared)
-
-    def worker(self, size_t i):
-        with nogil:
-            uc_worker_loop(&(<uc_worker_t*>self.workers.slots)[i])
-
-    def churn(self, uint64_t period_ns):
-        cdef space_t* s = self.churn_space.sp
-        with nogil:
-            uc_churn_loop(s, self.shared, period_ns, &self.churn_ops)
+cdef int _join_all(list pool, int* stop, uint64_t* finished) except -1:
+    """Join native worker threads.  If the wait is interrupted (a signal
+    handler raising KeyboardInterrupt), tell them to stop and wait until each
+    has left the core (its finished count), then let the exception go on:
+    none may outlive the memory it uses.  The count, not Thread.join(), says
+    when: an interrupted join() may mark a running thread as stopped
+    (CPython's bpo-45274 workaround)."""
+    try:
+        # Timed waits, not a plain join(), and the signal handlers run here:
+        # a SIGINT the kernel delivered to a worker thread wakes no wait of
+        # the main thread, and this compiled loop runs no bytecode, so no
+        # eval loop would run the handler (KeyboardInterrupt) for it.
+        while vm_load_u64(finished) < <uint64_t>len(pool):
+            PyErr_CheckSignals()
+            time.sleep(0.002)
+    finally:
+        vm_store_int(stop, 1)
+        while vm_load_u64(finished) < <uint64_t>len(pool):
+            try:
+                time.sleep(0.001)       # they stop within a few ms
+            except BaseException:
+                pass
+        for t in pool:
+            try:
+                t.join()
+            except BaseException:
+                pass
+    return 0
 
 
 _CHECK_MODES = {"nocheck": UC_NOCHECK, "unlocked": UC_UNLOCKED}
@@ -1394,140 +1499,103 @@ def _calibrate_work(uint64_t work_ns):
     return max(1, <object>work_ns * iters // max(<uint64_t>1, best))
 
 
-def usercopy_cell(str mode, Py_ssize_t threads, *, Py_ssize_t buffers=1000, uint64_t buffer_size=65536,
-                  uint64_t copy_size=1024, double seconds=1.0, uint64_t churn_us=100,
-                  uint64_t work_ns=0, nr_nodes=None):
-    """One cell of the usercopy experiment: ``threads`` native copiers for
-    ``seconds``, each request a check_heap_object() lookup (except in mode
-    "nocheck") and a copy of copy_size bytes into one of ``buffers`` vzalloc'ed
-    buffers; a writer allocates and frees an area every churn_us meanwhile.
+cdef object _bounded(object v, str name, object lo, object hi):
+    """An exact int in [lo, hi], else TypeError / ValueError."""
+    v = _index(v, name)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], not {v}")
+    return v
 
-    mode: "nocheck", "unlocked", or a lock mode of VmapSpace.  Returns a dict:
-    requests, elapsed, per_thread, churn_ops, lock_stats.
-    """
-    cdef _UsercopyCell cell = _UsercopyCell()
-    cdef uc_worker_t* w
-    cdef Py_ssize_t i
-    cdef uint64_t page = 4096
-    cdef uint64_t area = buffer_size + page        # vmalloc adds a guard page
-    if mode not in _CHECK_MODES and mode not in _LOCK_MODE_IDS:
-        raise ValueError(f"unknown mode {mode!r}")
-    if threads < 1 or buffers < 1 or not seconds > 0:
-        raise ValueError("threads, buffers and seconds must be positive")
-    if buffer_size == 0 or buffer_size % page or copy_size == 0 or copy_size > buffer_size:
-        raise ValueError("need buffer_size a positive multiple of 4096 and 0 < copy_size <= buffer_size")
-    lock = mode if mode in _LOCK_MODE_IDS else "node"
-    base = 1 << 40
-    cell.space = VmapSpace(base, base + 4 * buffers * area + (1 << 30), nr_nodes=nr_nodes, lock=lock)
-    # Only the locked modes let the writer touch the tree the readers walk.
-    cell.churn_space = cell.space if mode in _LOCK_MODE_IDS else VmapSpace(
-        base, base + (1 << 30), nr_nodes=nr_nodes, lock="node")
-    cell.nbuf = buffers
-    cell.starts = <uint64_t*>malloc(buffers * sizeof(uint64_t))
-    cell.mem = <char**>calloc(buffers, sizeof(char*))
-    if cell.starts == NULL or cell.mem == NULL:
-        raise MemoryError()
-    for i in range(buffers):
-        cell.starts[i] = cell.space.alloc(area)
-        cell.mem[i] = <char*>calloc(1, buffer_size)     # vzalloc: zeroed, touched below
-        if cell.mem[i] == NULL:
-            raise MemoryError()
-        memset(cell.mem[i], 0, buffer_size)
-    cell.workers = _Workers(threads, sizeof(uc_worker_t))
-    iters = _calibrate_work(work_ns)
-    for i in range(threads):
-        w = &(<uc_worker_t*>cell.workers.slots)[i]
-        w.space = cell.space.sp
-        w.check = _CHECK_MODES.get(mode, UC_LOCKED)
-        w.starts = cell.starts
-        w.mem = cell.mem
-        w.nbuf = buffers
-        w.buffer_size = buffer_size
-        w.copy_size = copy_size
-        w.work_iters = iters
-        w.shared = cell.shared
-        w.rng = 0x9E3779B97F4A7C15ULL * (i + 1)
-    pool = [threading.Thread(target=cell.worker, args=(i,), daemon=True) for i in range(threads)]
-    pool.append(threading.Thread(target=cell.churn, args=(churn_us * 1000,), daemon=True))
-    for t in pool:
-        t.start()
-    t0 = time.perf_counter()
-    vm_store_int(&cell.shared.go, 1)
-    time.sleep(seconds)
-    vm_store_int(&cell.shared.stop, 1)
-    elapsed = time.perf_counter() - t0
-    for t in pool:
-        t.join()
-    per_thread = [(<uc_worker_t*>cell.workers.slots)[i].requests for i in range(threads)]
-    failures = sum((<uc_worker_t*>cell.workers.slots)[i].failures for i in range(threads))
-    if failures:
-        raise RuntimeError(f"usercopy: {failures} checks failed (a lookup bug)")
-    st = cell.space.stats()
-    return {
-        "requests": sum(per_thread),
-        "elapsed": elapsed,
-        "per_thread": per_thread,
-        "churn_ops": cell.churn_ops,
-        "lock_stats": {k: st[k] for k in ("lock_acquisitions", "lock_contended",
-                                          "rwlock_read_waits", "optimistic_retries",
-                                          "optimistic_fallbacks")},
-    }
+
+MAX_NATIVE_THREADS = 1024
+"""The most native worker threads one run starts (stress_native(), usercopy_run(),
+test_vmalloc_native())."""
 
 
 cdef class _StressRun:
     cdef _Workers workers
+    cdef VmapSpace space        # kept alive while the workers use it
     cdef uint64_t* owned
+    cdef int stop
+    cdef uint64_t finished      # threads that have left worker()
 
     def __dealloc__(self):
         free(self.owned)
 
     def worker(self, size_t i):
-        with nogil:
-            stress_loop(&(<stress_worker_t*>self.workers.slots)[i])
+        cdef stress_worker_t* w
+        try:
+            w = <stress_worker_t*>_worker_slot(self.workers, i, sizeof(stress_worker_t))
+            with nogil:
+                vm_nogil_enter()
+                stress_loop(w)
+                vm_nogil_exit()
+        finally:
+            vm_atomic_inc(&self.finished)
 
 
-def stress_native(VmapSpace space, Py_ssize_t threads, uint64_t ops, uint64_t seed=1,
-                  size_t max_owned=256):
+MAX_STRESS_OWNED = 1 << 20
+"""The most areas one stress_native() worker may hold at once."""
+
+
+def stress_native(VmapSpace space not None, threads, ops, seed=1, max_owned=256):
     """Native threads doing random alloc / free / lazy free and purge / find
     on one space at once.
 
-    Each of ``threads`` workers runs ``ops`` operations without the GIL and
-    checks that every area it owns stays findable with its bounds.  Returns
-    {"allocs", "frees", "finds", "errors", "owned": [[(start, end), ...] per
-    worker]} (the areas each still holds).
+    Each of ``threads`` workers (1..MAX_NATIVE_THREADS) runs ``ops``
+    operations (0..2**64-1) without the GIL and checks that every area it
+    owns (at most ``max_owned``, 1..MAX_STRESS_OWNED) stays findable with its
+    bounds.  Returns {"allocs", "frees", "finds", "errors", "owned": [[(start,
+    end), ...] per worker]} (the areas each still holds).  ValueError for an
+    argument out of range; interrupted, the workers stop and are joined first.
     """
     cdef _StressRun run = _StressRun()
-    if threads < 1:
-        raise ValueError("threads must be positive")
     cdef stress_worker_t* w
-    cdef Py_ssize_t i
-    cdef size_t j
+    cdef Py_ssize_t i, nthreads
+    cdef size_t j, owned_max
+    cdef int overflow = 0
+    cdef size_t nwords
     space._s()
-    run.workers = _Workers(threads, sizeof(stress_worker_t))
-    run.owned = <uint64_t*>malloc(2 * threads * max_owned * sizeof(uint64_t) + 8)
-    if run.owned == NULL:
+    nthreads = _bounded(threads, "threads", 1, MAX_NATIVE_THREADS)
+    cdef uint64_t nops = _bounded(ops, "ops", 0, (1 << 64) - 1)
+    cdef uint64_t rng_seed = _bounded(seed, "seed", 0, (1 << 64) - 1)
+    owned_max = _bounded(max_owned, "max_owned", 1, MAX_STRESS_OWNED)
+    run.space = space
+    run.workers = _Workers(nthreads, sizeof(stress_worker_t))
+    nwords = vm_mul_size(2 * <size_t>nthreads, owned_max, &overflow)
+    run.owned = <uint64_t*>vm_malloc(vm_mul_size(nwords, sizeof(uint64_t), &overflow))
+    if run.owned == NULL or overflow:
         raise MemoryError()
-    for i in range(threads):
+    for i in range(nthreads):
         w = &(<stress_worker_t*>run.workers.slots)[i]
         w.space = space.sp
-        w.rng = (seed + i + 1) * 0x9E3779B97F4A7C15ULL
-        w.ops = ops
-        w.owned = run.owned + 2 * i * max_owned
-        w.owned_last = w.owned + max_owned
-        w.cap_owned = max_owned
-    pool = [threading.Thread(target=run.worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+        w.rng = (rng_seed + i + 1) * 0x9E3779B97F4A7C15ULL
+        w.ops = nops
+        w.owned = run.owned + 2 * i * owned_max
+        w.owned_last = w.owned + owned_max
+        w.cap_owned = owned_max
+        w.stop = &run.stop
+    pool = []
+    for i in range(nthreads):
+        pool.append(threading.Thread(target=run.worker, args=(i,)))
+    started = []
+    try:
+        for t in pool:
+            t.start()
+            started.append(t)
+    finally:
+        _join_all(started, &run.stop, &run.finished)
     out = {"allocs": 0, "frees": 0, "finds": 0, "errors": 0, "owned": []}
-    for i in range(threads):
+    for i in range(nthreads):
         w = &(<stress_worker_t*>run.workers.slots)[i]
         out["allocs"] += w.allocs
         out["frees"] += w.frees
         out["finds"] += w.finds
         out["errors"] += w.errors
-        out["owned"].append([(w.owned[j], <object>w.owned_last[j] + 1) for j in range(w.nr_owned)])
+        owned = []
+        for j in range(w.nr_owned):
+            owned.append((w.owned[j], <object>w.owned_last[j] + 1))
+        out["owned"].append(owned)
     return out
 
 
@@ -1539,18 +1607,36 @@ cdef void _install_test_hooks() except *:
     def debug_corrupt(VmapSpace space, str kind):
         space._debug_corrupt(kind)
 
+    def debug_pool_order(VmapSpace space):
+        return space._debug_pool_order()
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
     def leak_selftest(nbytes=4096):
         return _leak_selftest(nbytes)
 
+    def ubsan_selftest(shift=64):
+        return _ubsan_selftest(shift)
+
+    def fail_c_alloc(k=-1):
+        vm_fail_alloc_at(k)
+        return vm_alloc_count()
+
+    def c_alloc_count():
+        return vm_alloc_count()
+
     from . import _testhooks
-    _testhooks._install(debug_corrupt=debug_corrupt, race_selftest=race_selftest,
-                        leak_selftest=leak_selftest)
+    _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
+                        race_selftest=race_selftest, leak_selftest=leak_selftest,
+                        ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
+                        c_alloc_count=c_alloc_count)
 
 
 _install_test_hooks()
+
+if vm_cpu_atfork_init() != 0:
+    raise ImportError("vmap_core: pthread_atfork() failed")
 
 
 # -- the anchors' experiments: native test_vmalloc workers, usercopy with the seed's options

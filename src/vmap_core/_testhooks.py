@@ -35,6 +35,25 @@ def debug_corrupt(space: Any, kind: str) -> None:
     _hook("debug_corrupt")(space, kind)
 
 
+def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
+    """(node, start, end) of every pooled area, node by node, size class by
+    size class, head first: the order pooled_areas() sorts away, which
+    decides what the next pooled alloc() gets."""
+    return list(_hook("debug_pool_order")(space))
+
+
+def fail_c_alloc(k: int = -1) -> int:
+    """Make the k-th C allocation of the core from now on fail (0 is the next
+    one), once; -1 turns it off.  Returns the number of C allocations made so
+    far, so that a test can tell whether a call made any."""
+    return int(_hook("fail_c_alloc")(k))
+
+
+def c_alloc_count() -> int:
+    """The number of C allocations the core has made."""
+    return int(_hook("c_alloc_count")())
+
+
 def race_selftest(n: int = 100000) -> int:
     """Two native threads race on one plain word: a ThreadSanitizer build reports it."""
     return int(_hook("race_selftest")(n))
@@ -45,4 +64,11 @@ def leak_selftest(nbytes: int = 4096) -> bool:
     return bool(_hook("leak_selftest")(nbytes))
 
 
-__all__ = ["debug_corrupt", "leak_selftest", "race_selftest"]
+def ubsan_selftest(shift: int = 64) -> int:
+    """Shift a 64-bit word by shift bits (64: undefined behaviour): an
+    UndefinedBehaviorSanitizer build reports it."""
+    return int(_hook("ubsan_selftest")(shift))
+
+
+__all__ = ["c_alloc_count", "debug_corrupt", "debug_pool_order", "fail_c_alloc",
+           "leak_selftest", "race_selftest", "ubsan_selftest"]

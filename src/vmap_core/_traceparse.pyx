@@ -33,9 +33,15 @@ cdef class _Event:
     cdef readonly long long pid
     cdef readonly long long lineno
 
+    # Built with loops, not comprehensions or generator expressions (which
+    # Cython 3.3.x may compile to a list comprehension that decrefs an item
+    # twice under MemoryError; tests/test_generated_code.py).
     def astuple(self):
         """The fields, in the order of ``_fields``."""
-        return tuple(getattr(self, f) for f in self._fields)
+        cdef list out = []
+        for f in self._fields:
+            out.append(getattr(self, f))
+        return tuple(out)
 
     def __eq__(self, other):
         if type(other) is not type(self):
@@ -46,8 +52,10 @@ cdef class _Event:
         return hash((type(self).__name__,) + self.astuple())
 
     def __repr__(self):
-        body = ", ".join(f"{f}={v:#x}" if f in self._hex else f"{f}={v!r}"
-                         for f, v in zip(self._fields, self.astuple()))
+        cdef list parts = []
+        for f, v in zip(self._fields, self.astuple()):
+            parts.append(f"{f}={v:#x}" if f in self._hex else f"{f}={v!r}")
+        body = ", ".join(parts)
         return f"{type(self).__name__}({body})"
 
     def __reduce__(self):

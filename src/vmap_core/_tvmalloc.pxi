@@ -108,10 +108,11 @@ cdef uint64_t tv_alloc(tv_worker_t* w, uint64_t size, uint64_t align) noexcept n
     cdef uint64_t szm1 = size - 1
     cdef uint64_t addr = 0, tag = 0, fs, fl
     cdef alloc_status_t rc
+    cdef bint rotated = False       # a miss that rotated the pool: nothing to undo here
     cdef tv_test_t* d = &w.data[w.cur]
     if s.nr_nodes > 1:
         tag = w.cpu % s.nr_nodes
-        rc = space_alloc_pooled(s, <unsigned>tag, szm1, align, &addr)
+        rc = space_alloc_pooled(s, <unsigned>tag, szm1, align, &addr, &rotated)
         if rc == ALLOC_OK:
             d.allocs += 1
             d.hash = (d.hash ^ addr) * TV_FNV_PRIME
@@ -206,7 +207,8 @@ cdef int tv_full_fit(tv_worker_t* w) noexcept nogil:
     if junk == 0:
         tv_vfree(w, ptr)
         return -1
-    ptrs = <uint64_t*>malloc(2 * junk_length * sizeof(uint64_t))
+    # Zeroed: an interrupt may leave entries unfilled, and vfree(NULL) does nothing.
+    ptrs = <uint64_t*>vm_calloc(2 * junk_length, sizeof(uint64_t))
     if ptrs == NULL:
         w.nomem = 1
         tv_vfree(w, ptr)
@@ -214,6 +216,8 @@ cdef int tv_full_fit(tv_worker_t* w) noexcept nogil:
         return -1
     junk_ptrs = ptrs + junk_length
     for i in range(junk_length):
+        if tv_stopped(w):
+            break
         ptrs[i] = tv_vmalloc(w, page)
         junk_ptrs[i] = tv_vmalloc(w, page)
     for i in range(junk_length):
@@ -243,7 +247,7 @@ cdef int tv_long_busy_list(tv_worker_t* w) noexcept nogil:
     ptr = tv_vmalloc(w, 8 * TV_LONG_BUSY_AREAS)
     if ptr == 0:
         return -1
-    busy = <uint64_t*>malloc(TV_LONG_BUSY_AREAS * sizeof(uint64_t))
+    busy = <uint64_t*>vm_malloc(TV_LONG_BUSY_AREAS * sizeof(uint64_t))
     if busy == NULL:
         w.nomem = 1
         tv_vfree(w, ptr)

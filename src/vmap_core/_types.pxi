@@ -27,10 +27,14 @@ cdef extern from "_locks.h" nogil:
     void vm_write_seqend(unsigned* seq)
     void vm_atomic_inc(uint64_t* p)
 
+cdef extern from "_locks.h" nogil:
+    bint vm_in_nogil()
+    void vm_nogil_enter()
+    void vm_nogil_exit()
+
 cdef extern from "Python.h":
     ctypedef struct PyThreadState:
         pass
-    int PyGILState_Check() nogil
     PyThreadState* PyEval_SaveThread() nogil
     void PyEval_RestoreThread(PyThreadState* ts) nogil
 
@@ -113,17 +117,25 @@ cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept n
     return <unsigned>(zone % s.nr_nodes)
 
 
+# A contended wait never spins while holding the GIL: the thread holding it
+# drops it for the wait (the GIL-holding callers are VmapSpace's methods), and
+# a thread inside a nogil section (vm_nogil_enter() at its call site) waits
+# plainly.  The call site declares its state; the interpreter is not asked.
+
+cdef void lock_wait_gil(vm_lock_t* l) noexcept nogil:
+    cdef PyThreadState* ts = PyEval_SaveThread()
+    vm_lock_wait(l)
+    PyEval_RestoreThread(ts)
+
+
 cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
-    """Take l; if it is contended, wait with the GIL released (if held)."""
-    cdef PyThreadState* ts
+    """Take l; a contended wait drops the GIL if the calling thread holds it."""
     if vm_lock_try(l):
         return
-    if PyGILState_Check():
-        ts = PyEval_SaveThread()
+    if vm_in_nogil():
         vm_lock_wait(l)
-        PyEval_RestoreThread(ts)
     else:
-        vm_lock_wait(l)
+        lock_wait_gil(l)
 
 
 cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
@@ -136,16 +148,19 @@ cdef inline vm_lock_t* pool_lock(space_t* s, vnode_t* vn) noexcept nogil:
     return s.global_lock if s.global_lock != NULL else &vn.pool_lock
 
 
+cdef void read_lock_wait_gil(vm_rwlock_t* l) noexcept nogil:
+    cdef PyThreadState* ts = PyEval_SaveThread()
+    vm_read_lock(l)
+    PyEval_RestoreThread(ts)
+
+
 cdef inline void read_lock_acquire(vm_rwlock_t* l) noexcept nogil:
-    cdef PyThreadState* ts
     if vm_read_trylock(l):
         return
-    if PyGILState_Check():
-        ts = PyEval_SaveThread()
+    if vm_in_nogil():
         vm_read_lock(l)
-        PyEval_RestoreThread(ts)
     else:
-        vm_read_lock(l)
+        read_lock_wait_gil(l)
 
 
 cdef inline void busy_lock(space_t* s, vnode_t* vn) noexcept nogil:
@@ -166,12 +181,12 @@ cdef inline void busy_change_begin(space_t* s, vnode_t* vn) noexcept nogil:
     cdef PyThreadState* ts
     if s.mode == LOCK_RWLOCK:
         if not vm_write_lock_rw_begin(&vn.rw):
-            if PyGILState_Check():
+            if vm_in_nogil():
+                vm_write_lock_rw_wait(&vn.rw)
+            else:
                 ts = PyEval_SaveThread()
                 vm_write_lock_rw_wait(&vn.rw)
                 PyEval_RestoreThread(ts)
-            else:
-                vm_write_lock_rw_wait(&vn.rw)
     elif s.mode == LOCK_OPTIMISTIC:
         vm_write_seqbegin(&vn.seq)
 

@@ -20,6 +20,7 @@ import array
 import bisect
 import operator
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import (TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, TypeVar, cast,
@@ -152,17 +153,41 @@ def _is_pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
+_U64_FORMATS = ("Q", "L", "<Q", "=Q", "@Q", "<L", "=L", "@L")   # native uint64 on 64-bit Linux
+
+
 def _u64_view(buf: Any, name: str, writable: bool) -> memoryview:
-    """A flat memoryview of uint64 items, else TypeError."""
+    """A flat memoryview of native uint64 items (format "Q"), else TypeError."""
+    if buf is None:
+        raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers, not None")
     try:
         view = memoryview(buf)
-    except TypeError:
-        raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers") from None
-    if view.format not in ("Q", "L", "<Q", "=Q", "<L", "=L") or view.itemsize != 8 or view.ndim != 1:
-        raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers, not {view.format!r}")
-    if writable and view.readonly:
-        raise TypeError(f"{name} must be writable")
-    return view
+        if view.format not in _U64_FORMATS or view.itemsize != 8 or view.ndim != 1:
+            raise TypeError(f"{name} must be a buffer of unsigned 64-bit integers, "
+                            f"not format {view.format!r} with {view.ndim} dimensions")
+        if writable and view.readonly:
+            raise TypeError(f"{name} must be writable")
+        # memoryview indexes only native formats: view memory exported as
+        # "<Q" (ctypes, an unaligned numpy view ...) as "Q", through a copy
+        # for a read-only strided one.
+        if view.format in ("Q", "L", "@Q", "@L"):
+            return view
+        if view.c_contiguous:
+            return view.cast("B").cast("Q")
+        if not writable:
+            return memoryview(view.tobytes()).cast("Q")
+        raise TypeError(f"{name}: a strided buffer in format {view.format!r} cannot be written "
+                        "by the reference (the core can)")
+    except (ValueError, BufferError) as e:      # released, closed, not castable
+        raise TypeError(f"{name} must be a usable buffer of unsigned 64-bit integers: {e}") from None
+
+
+def _new_u64_like(addrs: object, n: int) -> Any:
+    """find_many()'s default out: numpy in, numpy out; else array.array('Q')."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(addrs, np.ndarray):
+        return np.zeros(n, dtype=np.uint64)
+    return array.array("Q", bytes(8 * n))
 
 
 def possible_cpus() -> int:
@@ -690,9 +715,9 @@ class ReferenceSpace:
 
     def areas(self, from_addr: SupportsIndex = 0) -> Iterator[VmapArea]:
         """Busy areas in address order from the first that ends above from_addr
-        (find_vmap_area_exceed_addr()); each step finds its place anew."""
-        addr = self._addr(from_addr, "from_addr")
-        return self._areas_from(addr)
+        (find_vmap_area_exceed_addr()); each step finds its place anew.  The
+        argument is checked at the call, not when iteration starts."""
+        return self._areas_from(self._addr(from_addr, "from_addr"))
 
     def _areas_from(self, addr: int) -> Iterator[VmapArea]:
         while True:
@@ -744,10 +769,11 @@ class ReferenceSpace:
 
     def find_many(self, addrs: Any, out: Any = None) -> Any:
         """find() for each address of a buffer of unsigned 64-bit integers."""
-        addrs = _u64_view(addrs, "addrs", writable=False)
+        addrs_view = _u64_view(addrs, "addrs", writable=False)
         if out is None:
-            out = array.array("Q", bytes(8 * len(addrs)))
+            out = _new_u64_like(addrs, len(addrs_view))
         view = _u64_view(out, "out", writable=True)
+        addrs = addrs_view
         if len(view) != len(addrs):
             raise ValueError(f"out has {len(view)} items, addrs {len(addrs)}")
         for i, addr in enumerate(addrs):

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import stat
 import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,12 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import measure, profiles
+from ..kernel.vmallocinfo import MAX_DUMP_BYTES, read_file
 from ..reference import LOCK_MODES, MAX_NODES
 
 PLOT_HINT = 'needs matplotlib: pip install ".[plot]" (from a checkout of vmap_core)'
-#: A /proc/vmallocinfo dump is a few MB even on large machines; anything
-#: larger is not one (and /dev/zero never ends).
-MAX_DUMP_BYTES = 64 << 20
 
 
 # -- argparse types -------------------------------------------------------------
@@ -323,23 +320,10 @@ def node_colours(nr_nodes: int) -> tuple[list[str], bool]:
 
 def read_dump(path: str) -> str:
     """The text of a /proc/vmallocinfo dump; OSError, or ValueError (one line,
-    naming the file) for something that is not a regular file or is larger
-    than MAX_DUMP_BYTES.  Read in full at most once: /proc files report size 0."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
-                "a character device" if stat.S_ISCHR(st.st_mode) else
-                "a block device" if stat.S_ISBLK(st.st_mode) else
-                "a pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
-        raise ValueError(f"{path}: {kind}, not a vmallocinfo dump")
-    if st.st_size > MAX_DUMP_BYTES:
-        raise ValueError(f"{path}: {human_size(st.st_size)}, more than a vmallocinfo dump "
-                         f"can be ({human_size(MAX_DUMP_BYTES)})")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read(MAX_DUMP_BYTES + 1)
-    if len(text) > MAX_DUMP_BYTES:
-        raise ValueError(f"{path}: more than {human_size(MAX_DUMP_BYTES)}, more than a "
-                         "vmallocinfo dump can be")
+    naming the file) for something that is not a regular file, is larger
+    than MAX_DUMP_BYTES (a dump is a few MB even on large machines; /dev/zero
+    never ends) or is empty (vmallocinfo.read_file() reads it)."""
+    text = read_file(path, MAX_DUMP_BYTES)
     if not text.strip():
         raise ValueError(f"{path}: empty file, no vmalloc areas")
     return text

@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
+
+from .._errors import VmapExhausted
 
 PAGE_SIZE = 4096
 # x86-64 (4-level paging) VMALLOC_START .. VMALLOC_END + 1: 32 TiB.
 KERNEL_RANGE = (0xffffc90000000000, 0xffffe90000000000)
 ADDR_LIMIT = 1 << 64
 ROUND = 1 << 21              # ranges that do not fit the kernel's are rounded out to 2 MiB
+# The most a dump file may hold.  A real /proc/vmallocinfo is a few MB (about
+# 100 bytes a line); this bounds what a wrong path (a device, a huge file) costs.
+MAX_DUMP_BYTES = 64 << 20
 
 _LINE = re.compile(r"^\s*0x([0-9a-fA-F]+)\s*-\s*0x([0-9a-fA-F]+)\s+(\d+)\s*(.*?)\s*$")
 _FLAGS = {"ioremap", "sparse", "vmalloc", "vmap", "user", "dma-coherent", "vpages",
@@ -112,17 +118,49 @@ def parse(text: str) -> Dump:
     return Dump(entries, skipped)
 
 
-def read(text_or_path) -> tuple[str, str]:
-    """(text, where): the dump itself, or the contents of a path (str or os.PathLike)."""
-    if isinstance(text_or_path, bytes):
-        return text_or_path.decode("utf-8", "replace"), "<bytes>"
+def read(text_or_path, *, max_bytes: int = MAX_DUMP_BYTES) -> tuple[str, str]:
+    """(text, where): the dump itself (str or bytes), or the contents of a
+    path (str or os.PathLike).  TypeError for anything else; ValueError for a
+    path that is not a regular file (a device, a FIFO, a directory) or that
+    holds more than ``max_bytes``; OSError when it cannot be opened."""
+    if isinstance(text_or_path, (bytes, bytearray)):
+        return bytes(text_or_path).decode("utf-8", "replace"), "<bytes>"
+    if not isinstance(text_or_path, (str, os.PathLike)):
+        raise TypeError("a vmallocinfo dump must be given as str, bytes or a path, "
+                        f"not {type(text_or_path).__name__}")
     if isinstance(text_or_path, os.PathLike) or (
-            isinstance(text_or_path, str) and "\n" not in text_or_path
-            and not text_or_path.lstrip().startswith("0x") and text_or_path.strip()):
+            "\n" not in text_or_path and not text_or_path.lstrip().startswith("0x")
+            and text_or_path.strip()):
         path = os.fspath(text_or_path)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(), path
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        return read_file(path, max_bytes), path
     return text_or_path, "<text>"
+
+
+def read_file(path: str, max_bytes: int = MAX_DUMP_BYTES) -> str:
+    """A regular file's text, at most max_bytes (procfs files are regular,
+    and report size 0: the read itself is bounded).  ValueError naming the
+    file for anything else or anything larger; OSError when it cannot be
+    opened."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on files).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a character device"
+                    if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                    else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                    if stat.S_ISSOCK(mode) else "not a regular file")
+            raise ValueError(f"{path}: {kind}, not a vmallocinfo dump")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes, more than a vmallocinfo dump "
+                         "can be (a real one is a few MB)")
+    return data.decode("utf-8", "replace")
 
 
 # -- hidden addresses ------------------------------------------------------------
@@ -138,7 +176,10 @@ def detect(entries, page_size: int = PAGE_SIZE) -> tuple[str, list[str]]:
         reasons.append(f"{bad_align} not page aligned")
     if bad_size:
         reasons.append(f"{bad_size} with end - start != size")
-    spans = sorted((e.start, e.start + e.size) for e in entries)
+    # Overlaps as the areas will be placed: a size rounded up to the page, at
+    # least one (a zero-size line at another's address collides with it).
+    spans = sorted((e.start, e.start + -(-max(e.size, 1) // page_size) * page_size)
+                   for e in entries)
     overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])
     if overlaps:
         reasons.append(f"{overlaps} overlapping")
@@ -242,8 +283,10 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None 
     ``keep_unpurged=False`` or a space without ``free_lazy``, left free.
     ``gap``: bytes between relaid areas whose neighbours are unknown (default
     one page); ``source``: the dump's name in the notes.  Returns
-    ``(space, notes)``; raises ``ValueError`` when the dump holds no area
-    (OSError when the path cannot be read).
+    ``(space, notes)``.  Raises ``ValueError`` when the dump holds no area or
+    an area that cannot be placed, or when the path is not a regular file or
+    holds more than ``MAX_DUMP_BYTES``; ``TypeError`` for an argument that is
+    neither text nor a path; ``OSError`` when the path cannot be read.
     """
     if cls is None:
         from .._space import VmapSpace as cls
@@ -267,7 +310,11 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None 
             unpurged += 1
             continue
         kw = {"caller": e.caller} if with_caller and e.caller else {}
-        space.alloc(size, vstart=start, vend=start + size, **kw)
+        try:
+            space.alloc(size, vstart=start, vend=start + size, **kw)
+        except (ValueError, VmapExhausted) as exc:     # a dump no kernel printed
+            raise ValueError(f"{where}: line {e.lineno}: the area at {start:#x} "
+                             f"({size} bytes) cannot be placed: {exc}") from None
         if e.unpurged:
             space.free_lazy(start)
             unpurged += 1
@@ -284,5 +331,5 @@ def load(text_or_path, *, cls=None, keep_unpurged: bool = True, gap: int | None 
     return space, notes
 
 
-__all__ = ["Dump", "Entry", "KERNEL_RANGE", "chains", "detect", "layout", "load", "parse",
-           "plan", "read"]
+__all__ = ["Dump", "Entry", "KERNEL_RANGE", "MAX_DUMP_BYTES", "chains", "detect", "layout", "load",
+           "parse", "plan", "read", "read_file"]
