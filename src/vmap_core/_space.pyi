@@ -163,7 +163,7 @@ def test_vmalloc_native(
     auto_purge: bool = True,
 ) -> dict[str, Any]: ...
 def usercopy_run(
-    mode: UsercopyMode,
+    mode: str,
     threads: int,
     *,
     buffers: int = 1000,
