@@ -293,8 +293,9 @@ cdef class _UsercopyRun:
 
 
 USERCOPY_CHECK_MODES = ("nocheck", "unlocked")
-MAX_COUNT_LOOKUPS = 10 ** 8
-"""The most lookups usercopy_run()'s counting pass makes (it runs on the calling thread)."""
+MAX_COUNT_LOOKUPS = 10 ** 7
+"""The most lookups usercopy_run()'s counting pass makes (on the calling thread, about
+a second at most, uninterruptible)."""
 
 
 def usercopy_run(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=1024,
@@ -319,7 +320,7 @@ def usercopy_run(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=10
     any real number) in range, else ValueError: threads
     1..MAX_NATIVE_THREADS, buffers 1..2**20, buffer_size a multiple of 4096
     up to 2**30, copy_size 1..buffer_size, seconds finite in (0, 86400],
-    churn_us and work_ns up to 10**9, lookups 1..2**16, count_lookups up to
+    churn_us and work_ns up to 10**9, lookups 1..10**6, count_lookups up to
     MAX_COUNT_LOOKUPS.  Interrupted (KeyboardInterrupt), it stops its
     threads and waits for each to leave the core before the exception goes
     on.
@@ -340,7 +341,7 @@ def usercopy_run(mode, threads, *, buffers=1000, buffer_size=65536, copy_size=10
     csize = _bounded(copy_size, "copy_size", 1, bsize)
     churn_ns = _bounded(churn_us, "churn_us", 0, 10 ** 9) * 1000
     nwork = _bounded(work_ns, "work_ns", 0, 10 ** 9)
-    nlookups = _bounded(lookups, "lookups", 1, 1 << 16)
+    nlookups = _bounded(lookups, "lookups", 1, 10 ** 6)
     ncount = _bounded(count_lookups, "count_lookups", 0, MAX_COUNT_LOOKUPS)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
