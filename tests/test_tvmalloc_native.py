@@ -266,3 +266,18 @@ def test_an_interrupt_stops_the_native_workers(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_cli_thread_bounds_match_the_core(capsys):
+    """The CLI refuses more native threads than the core runs, as a usage
+    error before any work (the core's bound is the one CLI constant)."""
+    from vmap_core import _space
+    from vmap_core.cli import common
+    assert common.MAX_NATIVE_THREADS == _space.MAX_NATIVE_THREADS
+    too_many = str(common.MAX_NATIVE_THREADS + 1)
+    for argv in (["test-vmalloc", "--nr-threads", too_many],
+                 ["usercopy", "--threads", too_many]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert too_many in capsys.readouterr().err

@@ -67,6 +67,11 @@ def float_in(lo_exclusive: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+# The core's bound on native worker threads (vmap_core._space.MAX_NATIVE_THREADS; a test
+# keeps the two equal): the CLI refuses more as a usage error, before any work.
+MAX_NATIVE_THREADS = 1024
+
+
 def int_list(hi: int) -> Callable[[str], list[int]]:
     """'1,2,4' -> [1, 2, 4]: each in 1..hi, sorted, without duplicates."""
     one = int_in(1, hi)

@@ -130,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if not tv.selected(params.run_test_mask):
         parser.error(f"--run-test-mask {params.run_test_mask:#x} selects no test "
                      f"(bits 0..{len(tv.SCENARIOS) - 1}, mask {tv.ALL_TESTS_MASK:#x})")
+    if native and params.effective().nr_threads > common.MAX_NATIVE_THREADS:
+        parser.error(f"--nr-threads {params.nr_threads}: the native driver runs at most "
+                     f"{common.MAX_NATIVE_THREADS} threads (--driver python takes more)")
     if native and drv.not_native(params.run_test_mask):
         parser.error(f"--run-test-mask {params.run_test_mask:#x}: "
                      f"{', '.join(drv.not_native(params.run_test_mask))} run only on Python "

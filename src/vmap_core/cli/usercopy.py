@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--buffers", type=common.int_in(1, 1_000_000), default=None,
                    help="areas allocated in the space (default 1000, wrk's 1000 connections; "
                    "4000 with --compare seed)")
-    p.add_argument("--threads", type=common.int_list(4096), default=None, metavar="N,N,...",
+    p.add_argument("--threads", type=common.int_list(common.MAX_NATIVE_THREADS), default=None, metavar="N,N,...",
                    help="thread counts to run (default: 1, 2, 4, ... up to 2x the CPUs this "
                    "process may run on; with --compare seed, those CPUs)")
     p.add_argument("--copy-size", type=common.int_in(1, 1 << 30), default=1024,
