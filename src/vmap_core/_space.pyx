@@ -884,6 +884,29 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             out.append((a[i].node, a[i].start, <object>a[i].last + 1))
         return out
 
+    cdef list _debug_fit_cache(self):
+        """Test-only (vmap_core._testhooks.fit_cache): the fit cache's facts,
+        one (size, align, floor, [(hole_start, hole_end), ...]) per class."""
+        cdef space_t* s = self._s()
+        cdef fit_cache_t ways[FC_WAYS]
+        cdef fit_cache_t* e
+        cdef unsigned i
+        cdef int w
+        cdef list out = []
+        cdef list holes
+        lock_acquire(s.free_lock)
+        memcpy(ways, s.fcache, sizeof(ways))     # no Python object under the lock
+        vm_unlock(s.free_lock)
+        for w in range(FC_WAYS):
+            e = &ways[w]
+            if e.align == 0:
+                continue
+            holes = []
+            for i in range(e.nholes):
+                holes.append((e.holes[i].start, <object>e.holes[i].last + 1))
+            out.append((<object>e.szm1 + 1, e.align, e.floor, holes))
+        return out
+
     def pooled_areas(self):
         """(area, node) for every area in a node's pool, in address order."""
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
@@ -1749,6 +1772,9 @@ cdef void _install_test_hooks() except *:
     def debug_pool_order(VmapSpace space):
         return space._debug_pool_order()
 
+    def fit_cache(VmapSpace space):
+        return space._debug_fit_cache()
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1767,6 +1793,7 @@ cdef void _install_test_hooks() except *:
 
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
+                        fit_cache=fit_cache,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count)

@@ -35,6 +35,12 @@ def debug_corrupt(space: Any, kind: str) -> None:
     _hook("debug_corrupt")(space, kind)
 
 
+def fit_cache(space: Any) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
+    """The fit cache of an aligned search="lowest" space (_freetree.pxi): per
+    (size, align) class, (size, align, floor, [(hole_start, hole_end), ...])."""
+    return _hook("fit_cache")(space)
+
+
 def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
     """(node, start, end) of every pooled area, node by node, size class by
     size class, head first: the order pooled_areas() sorts away, which

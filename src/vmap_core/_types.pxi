@@ -67,6 +67,22 @@ ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
     va_t* purge_list                # purge_list: detached lazy areas while a purge flushes
     size_t nr_purge
 
+cdef enum:
+    FC_WAYS = 4                     # (size, align) classes remembered by the fit cache
+    FC_HOLES = 16                   # places below a class's floor where a fit may be
+
+ctypedef struct fc_hole_t:
+    uint64_t start
+    uint64_t last
+
+ctypedef struct fit_cache_t:        # what aligned searches learned (see _freetree.pxi)
+    uint64_t szm1
+    uint64_t align                  # 0: the way is unused
+    uint64_t floor                  # no free block starting below floor fits ...
+    uint64_t used                   # (LRU stamp)
+    unsigned nholes                 # ... unless it starts inside one of the holes
+    fc_hole_t holes[FC_HOLES]       # sorted, disjoint
+
 ctypedef struct space_t:
     uint64_t start
     uint64_t last              # last address of the range (end - 1)
@@ -93,6 +109,10 @@ ctypedef struct space_t:
     bint walk_down             # find walks i - 1 (v6.16+), else i + 1 (v6.9)
     bint decay_keeps_small     # a non-full decay keeps pools of 1-3 areas (v6.16+)
     bint lazy_merge            # v6.8: lazy areas merge in one purge tree, no pools
+    # search="lowest", align > page_size: the fit cache (free lock)
+    fit_cache_t fcache[FC_WAYS]
+    uint64_t fc_clock
+    uint64_t fc_steps          # blocks tested by cached aligned searches (stats)
 
 
 cdef inline void cnt_add(size_t* count, int64_t delta) noexcept nogil:
