@@ -291,7 +291,9 @@ cdef va_t* ft_aligned_match(space_t* s, uint64_t szm1, uint64_t align, uint64_t 
     cdef va_t* va = NULL
     cdef unsigned i = 0
     cdef uint64_t first = e.holes[0].start if e.nholes else e.floor
-    cdef bint learn = vstart <= first
+    # What it learns joins the facts if nothing lies between them ([0, first)
+    # and [vstart, answer); the space has no block below s.start).
+    cdef bint learn = vstart <= (first if first > s.start else s.start)
     # The block holding vstart may start below every fact: it goes first.
     if vstart > s.start:
         va = ft_enclosing(s, vstart)

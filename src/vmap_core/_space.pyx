@@ -1775,6 +1775,9 @@ cdef void _install_test_hooks() except *:
     def fit_cache(VmapSpace space):
         return space._debug_fit_cache()
 
+    def search_tests(VmapSpace space):
+        return space._s().fc_steps
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1793,7 +1796,7 @@ cdef void _install_test_hooks() except *:
 
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
-                        fit_cache=fit_cache,
+                        fit_cache=fit_cache, search_tests=search_tests,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count)

@@ -41,6 +41,12 @@ def fit_cache(space: Any) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
     return _hook("fit_cache")(space)
 
 
+def search_tests(space: Any) -> int:
+    """Free blocks tested by search="lowest" walks so far (the cost the fit
+    cache bounds)."""
+    return _hook("search_tests")(space)
+
+
 def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
     """(node, start, end) of every pooled area, node by node, size class by
     size class, head first: the order pooled_areas() sorts away, which

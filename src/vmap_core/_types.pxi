@@ -69,7 +69,7 @@ ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
 
 cdef enum:
     FC_WAYS = 4                     # (size, align) classes remembered by the fit cache
-    FC_HOLES = 16                   # places below a class's floor where a fit may be
+    FC_HOLES = 256                  # places below a class's floor where a fit may be
 
 ctypedef struct fc_hole_t:
     uint64_t start
