@@ -217,3 +217,162 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
     return rc
+
+
+# find_many(): several descents in flight at once.  A lookup is a chain of
+# dependent cache misses; advancing FM_WIDTH descents one level each per step
+# (prefetching the next node of each) overlaps their misses.  Addresses go in
+# chunks of FM_CHUNK; a chunk's addresses are grouped by their first node and
+# each group is looked up under that node's reader rule, one node at a time
+# (a lock is held across at most FM_CHUNK descents, never two node locks at
+# once): "node" its spinlock, "rwlock" its read side, "optimistic" nothing,
+# then the node's seq validates the whole group (a group that saw a change
+# redoes its lookups one by one, with find()'s retries and fallback),
+# "global" the one lock over the chunk.  An address not found in its first
+# node continues with find()'s own walk (space_find()).  Each answer is thus
+# one find() would give: the same node order, the same reader rules.
+
+cdef extern from *:
+    void vm_prefetch "__builtin_prefetch"(const void* p) nogil
+
+cdef enum:
+    FM_WIDTH = 16      # descents in flight
+    FM_CHUNK = 64      # addresses per chunk (the most a lock is held across)
+
+
+cdef inline void bt_lookup_group(va_t* root, const uint64_t* xs, const int* idx, int k,
+                                 uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """Up to FM_WIDTH descents of one node's tree (writers kept out by the caller)."""
+    cdef va_t* cur[FM_WIDTH]
+    cdef va_t* n
+    cdef int j, active = k
+    cdef uint64_t a
+    for j in range(k):
+        cur[j] = root
+    while active:
+        active = 0
+        for j in range(k):
+            n = cur[j]
+            if n == NULL:
+                continue
+            a = xs[idx[j]]
+            if a < n.start:
+                n = n.left
+            elif a > n.last:
+                n = n.right
+            else:
+                st[idx[j]] = n.start
+                la[idx[j]] = n.last
+                found[idx[j]] = 1
+                n = NULL
+            cur[j] = n
+            if n != NULL:
+                vm_prefetch(n)
+                active += 1
+
+
+cdef inline void bt_lookup_group_racy(vnode_t* vn, const uint64_t* xs, const int* idx, int k,
+                                      uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """bt_lookup_racy() for up to FM_WIDTH addresses at once: atomic loads, each
+    descent bounded (found -1: gave up).  Meaningful only if vn.seq held still."""
+    cdef va_t* cur[FM_WIDTH]
+    cdef va_t* n
+    cdef va_t* root = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    cdef int j, depth = 0, active = k
+    cdef uint64_t a, s0, l0
+    for j in range(k):
+        cur[j] = root
+    while active:
+        depth += 1
+        active = 0
+        for j in range(k):
+            n = cur[j]
+            if n == NULL:
+                continue
+            if depth > RB_MAX_DEPTH:
+                found[idx[j]] = -1
+                cur[j] = NULL
+                continue
+            a = xs[idx[j]]
+            s0 = vm_load_u64(&n.start)
+            if a < s0:
+                n = <va_t*>vm_load_ptr(<void**>&n.left)
+            else:
+                l0 = vm_load_u64(&n.last)
+                if a > l0:
+                    n = <va_t*>vm_load_ptr(<void**>&n.right)
+                else:
+                    st[idx[j]] = s0
+                    la[idx[j]] = l0
+                    found[idx[j]] = 1
+                    n = NULL
+            cur[j] = n
+            if n != NULL:
+                vm_prefetch(n)
+                active += 1
+
+
+cdef void node_find_group(space_t* s, vnode_t* vn, const uint64_t* xs, const int* idx, int k,
+                          uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """Look a group up in its first node, under that node's reader rule."""
+    cdef unsigned seq
+    cdef int j
+    if s.mode == LOCK_OPTIMISTIC:
+        seq = vm_read_seqbegin(&vn.seq)
+        bt_lookup_group_racy(vn, xs, idx, k, st, la, found)
+        if vm_read_seqretry(&vn.seq, seq):
+            vm_atomic_inc(&vn.read_retries)
+            for j in range(k):            # the node changed: one by one, as find() does
+                found[idx[j]] = <signed char>node_find(s, vn, xs[idx[j]], &st[idx[j]], &la[idx[j]])
+        else:
+            for j in range(k):
+                if found[idx[j]] < 0:
+                    found[idx[j]] = <signed char>node_find(s, vn, xs[idx[j]], &st[idx[j]],
+                                                           &la[idx[j]])
+        return
+    if s.mode == LOCK_RWLOCK:
+        read_lock_acquire(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        lock_acquire(&vn.lock)
+    bt_lookup_group(vn.root.node, xs, idx, k, st, la, found)
+    if s.mode == LOCK_RWLOCK:
+        vm_read_unlock(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+
+
+cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, uint64_t* la,
+                           signed char* found) noexcept nogil:
+    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la."""
+    cdef unsigned nid[FM_CHUNK]
+    cdef int idx[FM_WIDTH]
+    cdef signed char done[FM_CHUNK]
+    cdef int i, j, k
+    cdef unsigned node
+    for i in range(n):
+        nid[i] = addr_to_node_id(s, xs[i])
+        found[i] = 0
+        done[i] = 0
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    for i in range(n):
+        if done[i]:
+            continue
+        node = nid[i]
+        k = 0
+        for j in range(i, n):
+            if not done[j] and nid[j] == node:
+                done[j] = 1
+                idx[k] = j
+                k += 1
+                if k == FM_WIDTH:
+                    node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
+                    k = 0
+        if k:
+            node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
+    if s.global_lock != NULL:
+        vm_unlock(s.global_lock)
+    if s.nr_nodes > 1:
+        for i in range(n):
+            if not found[i]:
+                found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])
