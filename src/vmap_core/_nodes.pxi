@@ -141,12 +141,56 @@ cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil
     return i + 1 if i + 1 < s.nr_nodes else 0
 
 
+cdef inline uint64_t zone_of(const space_t* s, uint64_t addr) noexcept nogil:
+    if s.zone_shift >= 0:
+        return addr >> s.zone_shift
+    return addr // s.zone_size
+
+
+cdef int space_find_bounded(space_t* s, uint64_t addr, uint64_t* start,
+                            uint64_t* last) noexcept nogil:
+    """Not the kernel's walk (the non-kernel lock designs): an area holding
+    addr starts in [addr - widest, addr], widest the largest span ever put in
+    a busy tree, so only the nodes of those zones can hold it; they are tried
+    from addr's own zone down.  The answer is find()'s (areas do not overlap:
+    at most one holds addr); a miss costs those nodes, not all of them.
+    widest only grows and is raised before an area is published, so every
+    area in place when the call starts is within it.  -1: the zones cover
+    every node (the kernel's walk then)."""
+    cdef uint64_t w = vm_load_u64(&s.widest)
+    cdef uint64_t z, zlo
+    cdef bint found = False
+    if addr < s.start or addr > s.last:
+        return 0                        # no area lies outside the space
+    z = zone_of(s, addr)
+    zlo = zone_of(s, addr - w if addr - s.start > w else s.start)
+    if z - zlo >= s.nr_nodes:
+        return -1
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    while True:
+        found = node_find(s, &s.nodes[z % s.nr_nodes], addr, start, last)
+        if found or z == zlo:
+            break
+        z -= 1
+    if s.global_lock != NULL:
+        vm_unlock(s.global_lock)
+    return found
+
+
 cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:
     """find_vmap_area(): start at addr's node, then the others, wrapping
     around; the bounds are copied out while the node cannot change."""
-    cdef unsigned i = addr_to_node_id(s, addr)
-    cdef unsigned first = i
+    cdef unsigned i
+    cdef unsigned first
     cdef bint found = False
+    cdef int rc
+    if s.walk_bounded:
+        rc = space_find_bounded(s, addr, start, last)
+        if rc >= 0:
+            return rc
+    i = addr_to_node_id(s, addr)
+    first = i
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     while True:

@@ -429,6 +429,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
         s.search_lowest = search == "lowest"
+        # The lock designs no kernel has bound find()'s walk (space_find_bounded()).
+        s.walk_bounded = lock in ("global", "rwlock", "optimistic")
         s.walk_down = profile.walk_down
         s.decay_keeps_small = profile.decay_keeps_small
         s.lazy_merge = profile.lazy_merge

@@ -111,8 +111,24 @@ ctypedef struct space_t:
     bint lazy_merge            # v6.8: lazy areas merge in one purge tree, no pools
     # search="lowest", align > page_size: the fit cache (free lock)
     fit_cache_t fcache[FC_WAYS]
+    # Non-kernel lock designs: find's walk visits only the nodes whose zones an
+    # area holding the address can start in (see space_find()).
+    bint walk_bounded
+    uint64_t widest            # the largest span (size - 1) ever put in a busy tree
     uint64_t fc_clock
     uint64_t fc_steps          # blocks tested by cached aligned searches (stats)
+
+
+cdef extern from *:
+    """
+    static inline void vm_atomic_max_u64(uint64_t *p, uint64_t v) {
+        uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+        while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, 1, __ATOMIC_SEQ_CST,
+                                                       __ATOMIC_RELAXED)) {
+        }
+    }
+    """
+    void vm_atomic_max_u64(uint64_t* p, uint64_t v) nogil
 
 
 cdef inline void cnt_add(size_t* count, int64_t delta) noexcept nogil:
