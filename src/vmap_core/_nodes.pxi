@@ -2,6 +2,10 @@
 # node, each under the node's own lock (mm/vmalloc.c, struct vmap_node).  The
 # list links reuse prev/next, which a busy record does not need for the free tree.
 
+cdef extern from *:
+    void vm_prefetch "__builtin_prefetch"(const void* p) nogil
+
+
 cdef void tree_insert(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
     """insert_vmap_area(): into a tree (and list) of areas keyed by start."""
     cdef va_t* n = root.node
@@ -57,14 +61,16 @@ cdef inline va_t* bt_lookup(vnode_t* vn, uint64_t addr) noexcept nogil:
 
 
 cdef inline va_t* bt_lookup_root(rb_root_t* root, uint64_t addr) noexcept nogil:
+    """The descent, branch-free: one well-predicted test (start <= addr <= last,
+    as one unsigned compare), the child picked by index (left and right are
+    adjacent), both children prefetched while this node is compared."""
     cdef va_t* n = root.node
     while n != NULL:
-        if addr < n.start:
-            n = n.left
-        elif addr > n.last:
-            n = n.right
-        else:
+        vm_prefetch(n.left)
+        vm_prefetch(n.right)
+        if addr - n.start <= n.last - n.start:
             return n
+        n = (<va_t**>&n.left)[addr > n.start]
     return NULL
 
 
@@ -275,9 +281,6 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
 # "global" the one lock over the chunk.  An address not found in its first
 # node continues with find()'s own walk (space_find()).  Each answer is thus
 # one find() would give: the same node order, the same reader rules.
-
-cdef extern from *:
-    void vm_prefetch "__builtin_prefetch"(const void* p) nogil
 
 cdef enum:
     FM_WIDTH = 16      # descents in flight
