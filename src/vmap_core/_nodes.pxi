@@ -94,16 +94,13 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
         if depth > RB_MAX_DEPTH:
             return -1
         st = vm_load_u64(&n.start)
-        if addr < st:
-            n = <va_t*>vm_load_ptr(<void**>&n.left)
-            continue
         la = vm_load_u64(&n.last)
-        if addr > la:
-            n = <va_t*>vm_load_ptr(<void**>&n.right)
-        else:
+        if addr >= st and addr <= la:
             start[0] = st
             last[0] = la
             return 1
+        # The child by index (left and right are adjacent), as bt_lookup_root().
+        n = <va_t*>vm_load_ptr((<void**>&n.left) + (addr > st))
     return 0
 
 
@@ -303,15 +300,13 @@ cdef inline void bt_lookup_group(va_t* root, const uint64_t* xs, const int* idx,
             if n == NULL:
                 continue
             a = xs[idx[j]]
-            if a < n.start:
-                n = n.left
-            elif a > n.last:
-                n = n.right
-            else:
+            if a - n.start <= n.last - n.start:     # as bt_lookup_root(): branch-free
                 st[idx[j]] = n.start
                 la[idx[j]] = n.last
                 found[idx[j]] = 1
                 n = NULL
+            else:
+                n = (<va_t**>&n.left)[a > n.start]
             cur[j] = n
             if n != NULL:
                 vm_prefetch(n)
@@ -342,17 +337,14 @@ cdef inline void bt_lookup_group_racy(vnode_t* vn, const uint64_t* xs, const int
                 continue
             a = xs[idx[j]]
             s0 = vm_load_u64(&n.start)
-            if a < s0:
-                n = <va_t*>vm_load_ptr(<void**>&n.left)
-            else:
-                l0 = vm_load_u64(&n.last)
-                if a > l0:
-                    n = <va_t*>vm_load_ptr(<void**>&n.right)
-                else:
-                    st[idx[j]] = s0
-                    la[idx[j]] = l0
-                    found[idx[j]] = 1
-                    n = NULL
+            l0 = vm_load_u64(&n.last)
+            if a >= s0 and a <= l0:
+                st[idx[j]] = s0
+                la[idx[j]] = l0
+                found[idx[j]] = 1
+                n = NULL
+            else:                               # left and right are adjacent
+                n = <va_t*>vm_load_ptr((<void**>&n.left) + (a > s0))
             cur[j] = n
             if n != NULL:
                 vm_prefetch(n)
