@@ -87,6 +87,7 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
     0 not found, -1 gave up.  The result means something only if the node's
     seq did not move meanwhile; the records it may touch are type-stable."""
     cdef va_t* n = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    cdef va_t* kids[2]
     cdef uint64_t st, la
     cdef int depth = 0
     while n != NULL:
@@ -95,12 +96,15 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
             return -1
         st = vm_load_u64(&n.start)
         la = vm_load_u64(&n.last)
+        kids[0] = <va_t*>vm_load_ptr(<void**>&n.left)
+        kids[1] = <va_t*>vm_load_ptr(<void**>&n.right)
+        vm_prefetch(kids[0])            # a prefetch never faults, even on a stale pointer
+        vm_prefetch(kids[1])
         if addr >= st and addr <= la:
             start[0] = st
             last[0] = la
             return 1
-        # The child by index (left and right are adjacent), as bt_lookup_root().
-        n = <va_t*>vm_load_ptr((<void**>&n.left) + (addr > st))
+        n = kids[addr > st]             # the child by index, as bt_lookup_root()
     return 0
 
 
