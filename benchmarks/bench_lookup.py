@@ -16,9 +16,9 @@ SortedList, bench_ops.py's allocator), superintervals (static, 32-bit keys: page
 numbers), intervaltree (1/50 of the queries: ~50x slower); every one in the
 same loop, ``for a in qs: f(a)``.  Then, for vmap_core only:
 
-* misses at nr_nodes = 2 and 128: the kernel's walk (lock "node": a miss
-  visits every node) and the bounded walk of the non-kernel designs
-  ("optimistic", "rwlock");
+* misses at nr_nodes = 2 and 128, lock designs "node", "optimistic", "rwlock":
+  the kernel's walk (a miss visits every node) and the bounded walk
+  (``vmap_core._testhooks.set_bounded_walk()``: not yet a public option);
 * find_many per lock design: ns per address, batched (several descents in
   flight) and one descent at a time (``_find_many_serial``).
 
@@ -164,10 +164,14 @@ def main(argv=None):
     peers.clear()
 
     # -- misses: the kernel walk and the bounded walk --------------------------
+    from vmap_core import _testhooks
     walks = {}
     for nodes in (2, 128):
         for lock in ("node", "optimistic", "rwlock"):
             walks[nodes, lock] = build_space(VmapSpace, wl, nr_nodes=nodes, lock=lock)
+            walks[nodes, lock + "+bounded"] = sp = build_space(VmapSpace, wl, nr_nodes=nodes,
+                                                               lock=lock)
+            _testhooks.set_bounded_walk(sp, True)
     misses = sets["misses"]
     for sp in walks.values():
         assert sum(1 for a in misses if sp.find(a) is not None) == 0
@@ -179,11 +183,12 @@ def main(argv=None):
     gc.enable()
     print("\nmisses (addresses in holes), ns per find()")
     result["misses"] = {}
-    for lock in ("node", "optimistic", "rwlock"):
+    for lock in ("node", "optimistic", "rwlock", "node+bounded", "optimistic+bounded",
+                 "rwlock+bounded"):
         b2, s2 = best_spread(mt[2, lock])
         b128, s128 = best_spread(mt[128, lock])
-        walk = "kernel walk" if lock == "node" else "bounded walk"
-        print(f"  {lock:10} ({walk:12}) nr_nodes=2: {b2:7.0f} ±{s2 - 1:4.0%}   "
+        walk = "bounded walk" if "bounded" in lock else "kernel walk"
+        print(f"  {lock.split('+')[0]:10} ({walk:12}) nr_nodes=2: {b2:7.0f} ±{s2 - 1:4.0%}   "
               f"nr_nodes=128: {b128:7.0f} ±{s128 - 1:4.0%}   128/2: {b128 / b2:5.2f}x")
         result["misses"][lock] = {"2": b2, "128": b128, "ratio": b128 / b2}
     del walks

@@ -156,7 +156,7 @@ cdef inline uint64_t zone_of(const space_t* s, uint64_t addr) noexcept nogil:
 
 cdef int space_find_bounded(space_t* s, uint64_t addr, uint64_t* start,
                             uint64_t* last) noexcept nogil:
-    """Not the kernel's walk (the non-kernel lock designs): an area holding
+    """Not the kernel's walk (off unless switched on: _testhooks.set_bounded_walk()): an area holding
     addr starts in [addr - widest, addr], widest the largest span ever put in
     a busy tree, so only the nodes of those zones can hold it; they are tried
     from addr's own zone down.  The answer is find()'s (areas do not overlap:

@@ -430,8 +430,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
         s.search_lowest = search == "lowest"
-        # The lock designs no kernel has bound find()'s walk (space_find_bounded()).
-        s.walk_bounded = lock in ("global", "rwlock", "optimistic")
+        # find()'s walk is the kernel's; the bounded walk (space_find_bounded())
+        # is switched on only through _testhooks.set_bounded_walk() for now.
+        s.walk_bounded = False
         s.walk_down = profile.walk_down
         s.decay_keeps_small = profile.decay_keeps_small
         s.lazy_merge = profile.lazy_merge
@@ -1675,6 +1676,9 @@ cdef void _install_test_hooks() except *:
     def search_tests(VmapSpace space):
         return space._s().fc_steps
 
+    def set_bounded_walk(VmapSpace space, bint on):
+        space._s().walk_bounded = on
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1694,6 +1698,7 @@ cdef void _install_test_hooks() except *:
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
                         fit_cache=fit_cache, search_tests=search_tests,
+                        set_bounded_walk=set_bounded_walk,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count)

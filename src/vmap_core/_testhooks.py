@@ -47,6 +47,15 @@ def search_tests(space: Any) -> int:
     return _hook("search_tests")(space)
 
 
+def set_bounded_walk(space: Any, on: bool) -> None:
+    """Switch find()'s walk of a space to the bounded walk (space_find_bounded():
+    only the nodes of the zones an area holding the address can start in, by
+    the widest area ever inserted; the same answers) or back to the kernel's.
+    Not the kernel's cost model, so not the default of any design; set it
+    before other threads use the space."""
+    _hook("set_bounded_walk")(space, on)
+
+
 def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
     """(node, start, end) of every pooled area, node by node, size class by
     size class, head first: the order pooled_areas() sorts away, which

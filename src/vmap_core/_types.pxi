@@ -113,8 +113,8 @@ ctypedef struct space_t:
     bint lazy_merge            # v6.8: lazy areas merge in one purge tree, no pools
     # search="lowest", align > page_size: the fit cache (free lock)
     fit_cache_t fcache[FC_WAYS]
-    # Non-kernel lock designs: find's walk visits only the nodes whose zones an
-    # area holding the address can start in (see space_find()).
+    # Bounded walk (off by default; not the kernel's): find's walk visits only the
+    # nodes whose zones an area holding the address can start in (space_find()).
     bint walk_bounded
     uint64_t widest            # the largest span (size - 1) ever put in a busy tree
     uint64_t fc_clock
