@@ -430,6 +430,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
         s.search_lowest = search == "lowest"
+        # find()'s walk is the kernel's; the bounded walk (space_find_bounded())
+        # is switched on only through _testhooks.set_bounded_walk() for now.
+        s.walk_bounded = False
         s.walk_down = profile.walk_down
         s.decay_keeps_small = profile.decay_keeps_small
         s.lazy_merge = profile.lazy_merge
@@ -963,6 +966,29 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             out.append((a[i].node, a[i].start, <object>a[i].last + 1))
         return out
 
+    cdef list _debug_fit_cache(self):
+        """Test-only (vmap_core._testhooks.fit_cache): the fit cache's facts,
+        one (size, align, floor, [(hole_start, hole_end), ...]) per class."""
+        cdef space_t* s = self._s()
+        cdef fit_cache_t ways[FC_WAYS]
+        cdef fit_cache_t* e
+        cdef unsigned i
+        cdef int w
+        cdef list out = []
+        cdef list holes
+        lock_acquire(s.free_lock)
+        memcpy(ways, s.fcache, sizeof(ways))     # no Python object under the lock
+        vm_unlock(s.free_lock)
+        for w in range(FC_WAYS):
+            e = &ways[w]
+            if e.align == 0:
+                continue
+            holes = []
+            for i in range(e.nholes):
+                holes.append((e.holes[i].start, <object>e.holes[i].last + 1))
+            out.append((<object>e.szm1 + 1, e.align, e.floor, holes))
+        return out
+
     def pooled_areas(self):
         """(area, node) for every area in a node's pool, in address order.
 
@@ -1131,8 +1157,12 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef Py_buffer a
         cdef Py_buffer o
-        cdef Py_ssize_t i, n
-        cdef uint64_t x, st, la
+        cdef Py_ssize_t i, n, j, k
+        cdef uint64_t x
+        cdef uint64_t xs[FM_CHUNK]
+        cdef uint64_t sts[FM_CHUNK]
+        cdef uint64_t las[FM_CHUNK]
+        cdef signed char found[FM_CHUNK]
         cdef const char* ap
         cdef char* op
         cdef Py_ssize_t astride, ostride
@@ -1151,14 +1181,44 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
                 op = <char*>o.buf
                 with nogil:
                     vm_nogil_enter()
+                    i = 0
+                    while i < n:            # chunks of several descents in flight
+                        k = n - i if n - i < FM_CHUNK else FM_CHUNK
+                        for j in range(k):
+                            # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
+                            memcpy(&xs[j], ap + (i + j) * astride, 8)
+                        space_find_chunk(s, xs, <int>k, sts, las, found)
+                        for j in range(k):
+                            x = sts[j] if found[j] else MISS_U64
+                            memcpy(op + (i + j) * ostride, &x, 8)
+                        i += k
+                    vm_nogil_exit()
+            finally:
+                PyBuffer_Release(&o)
+        finally:
+            PyBuffer_Release(&a)
+        return out
+
+    def _find_many_serial(self, addrs, out):
+        """find_many() one descent at a time (space_find() per address): kept
+        only so that benchmarks can measure what the interleaving gains."""
+        cdef space_t* s = self._s()
+        cdef Py_buffer a
+        cdef Py_buffer o
+        cdef Py_ssize_t i, n
+        cdef uint64_t x, st, la
+        _get_u64_buffer(addrs, &a, False, "addrs")
+        try:
+            _get_u64_buffer(out, &o, True, "out")
+            try:
+                n = _buffer_len(&a)
+                if _buffer_len(&o) != n or _buffer_stride(&a) != 8 or _buffer_stride(&o) != 8:
+                    raise ValueError("contiguous buffers of the same length only")
+                with nogil:
+                    vm_nogil_enter()
                     for i in range(n):
-                        # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
-                        memcpy(&x, ap + i * astride, 8)
-                        if space_find(s, x, &st, &la):
-                            x = st
-                        else:
-                            x = MISS_U64
-                        memcpy(op + i * ostride, &x, 8)
+                        x = (<uint64_t*>a.buf)[i]
+                        (<uint64_t*>o.buf)[i] = st if space_find(s, x, &st, &la) else MISS_U64
                     vm_nogil_exit()
             finally:
                 PyBuffer_Release(&o)
@@ -1733,6 +1793,15 @@ cdef void _install_test_hooks() except *:
     def debug_pool_order(VmapSpace space):
         return space._debug_pool_order()
 
+    def fit_cache(VmapSpace space):
+        return space._debug_fit_cache()
+
+    def search_tests(VmapSpace space):
+        return space._s().fc_steps
+
+    def set_bounded_walk(VmapSpace space, bint on):
+        space._s().walk_bounded = on
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1751,6 +1820,8 @@ cdef void _install_test_hooks() except *:
 
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
+                        fit_cache=fit_cache, search_tests=search_tests,
+                        set_bounded_walk=set_bounded_walk,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count)
