@@ -65,3 +65,22 @@ def test_walk_wraps_around(core, kernel):
     assert s.find(inner).start == 3 * ZONE + 2 * P
     want = {"6.16": [1, 0, 0, 1], "6.9": [1, 1, 1, 1]}[kernel]
     assert _visits(s, lambda: s.find(inner)) == want
+
+
+@pytest.mark.parametrize("lock, takes", [("global", {"global": 1}), ("node", {"node1": 1, "node0": 1}),
+                                         ("rwlock", {}), ("optimistic", {})])
+def test_lookup_takes_the_locks_of_its_mode(core, lock, takes):
+    """A lookup takes the one lock in "global" mode, each visited node's lock
+    in "node" mode, and no spinlock in "rwlock" and "optimistic" modes (no
+    writer about)."""
+    s = core(0, 64 * P, nr_nodes=NODES, zone_size=ZONE, lock=lock)
+    s.alloc_at(2 * P, 4 * P)
+    inner = ZONE + P
+
+    def acq():
+        return s.stats()["lock_acquisitions"]
+    a0, a1 = acq(), acq()
+    assert s.find(inner).start == 2 * P
+    a2 = acq()
+    delta = {k: (a2[k] - a1[k]) - (a1[k] - a0[k]) for k in a0}
+    assert {k: v for k, v in delta.items() if v} == takes

@@ -188,6 +188,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)",
            "    elif False:\n        lock_acquire(&vn.lock)",
            'a "node" mode lookup reads the node\'s tree without its lock'),
+    Mutant("global_find_unlocked", "locks", ND,
+           "    if s.global_lock != NULL:\n        lock_acquire(s.global_lock)\n    while True:\n"
+           "        found = node_find(",
+           "    if False:\n        lock_acquire(s.global_lock)\n    while True:\n"
+           "        found = node_find(",
+           'a "global" mode lookup walks the nodes without the one lock'),
     # -- lazy free and purge ------------------------------------------------------
     Mutant("purge_skips_last_node", "lazy", LZ,
            "    for k in range(s.nr_nodes):\n        vn = &s.nodes[k]\n        if not s.lazy_merge:",
