@@ -74,6 +74,13 @@ LAYER_TESTS: dict[str, tuple[str, ...]] = {
             "tests/test_replay.py"),
 }
 
+# A test running longer than this is a hang (tools/_hang_watchdog.py).  The
+# subsets with Hypothesis state machines get more: one of those takes up to a
+# minute on a loaded 2-core machine.
+HANG_SECONDS = 15.0
+SLOW_LAYERS = {"freetree-kernel", "lazy", "pools", "reference", "cli"}
+SLOW_HANG_SECONDS = 240.0
+
 RB, FT, ND, AL, LZ = (f"{PKG}/_rbtree.pxi", f"{PKG}/_freetree.pxi", f"{PKG}/_nodes.pxi",
                       f"{PKG}/_alloc.pxi", f"{PKG}/_lazy.pxi")
 TY, LK, CK, SL, SP = (f"{PKG}/_types.pxi", f"{PKG}/_locks.h", f"{PKG}/_check.pxi",
@@ -319,7 +326,7 @@ def apply(m: Mutant, root: Path) -> None:
                 f.unlink()
 
 
-_IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", ".hypothesis",
+_IGNORE = shutil.ignore_patterns(".git", ".venv*", "dist", ".hypothesis",
                                  ".pytest_cache", "__pycache__", "*.egg-info", "results",
                                  ".mypy_cache", "*.html")
 
@@ -329,14 +336,23 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, float]:
+    """Run cmd; its output, with the watchdog's log (tools/_hang_watchdog.py) after it."""
+    log = Path(tempfile.mkstemp(prefix="mutant-watch-", suffix=".log")[1])
+    env = {**env, "VMAP_MUTANT_LOG": str(log)}
     t0 = time.monotonic()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=timeout)
-        return p.returncode, p.stdout, time.monotonic() - t0
+        rc, out = p.returncode, p.stdout
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return -1, out + "\n[timeout]", time.monotonic() - t0
+        rc, out = -1, out + "\n[timeout]"
+    secs = time.monotonic() - t0
+    try:
+        out += "\n" + log.read_text(errors="replace")
+    finally:
+        log.unlink()
+    return rc, out, secs
 
 
 # Mutants build without optimisation (VMAP_CORE_DEBUG=1: -O0), several times
@@ -352,16 +368,24 @@ def build(root: Path, python: str, env: dict[str, str]) -> tuple[bool, str, floa
 
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+_RUNNING = re.compile(r"^MUTANT-TEST (\S+)", re.M)
 
 
 def first_failure(out: str) -> str:
+    """The test that killed the mutant: pytest's first FAILED/ERROR line, or
+    the test that was running when the interpreter hung or crashed."""
     m = _FAILED.search(out)
     if m:
         return m.group(1)
+    running = _RUNNING.findall(out)
+    last = running[-1] if running else "?"
+    if "Timeout (" in out:
+        return f"{last} (hang)"
+    if "Fatal Python error" in out:
+        return f"{last} (crash)"
     if "[timeout]" in out:
-        return "(timeout)"
-    tail = [ln for ln in out.strip().splitlines() if ln.strip()]
-    return "(crash: " + (tail[-1][:60] if tail else "no output") + ")"
+        return f"{last} (timeout)"
+    return f"{last} (exit without a report)"
 
 
 @dataclass
@@ -377,9 +401,10 @@ class Result:
     detail: str = field(default="", repr=False)
 
 
-def test_env(root: Path) -> dict[str, str]:
+def test_env(root: Path, hang_seconds: float = 0) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(root / "src")
+    env["PYTHONPATH"] = os.pathsep.join((str(root / "src"), str(root / "tools")))
+    env["VMAP_MUTANT_HANG_S"] = str(hang_seconds)
     env.setdefault("HYPOTHESIS_PROFILE", "ci")
     env["VMAP_CORE_REQUIRE"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -387,7 +412,8 @@ def test_env(root: Path) -> dict[str, str]:
 
 
 def pytest_cmd(python: str, tests: tuple[str, ...] | list[str]) -> list[str]:
-    return [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    return [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "_hang_watchdog",
+            *tests]
 
 
 def run_mutant(m: Mutant, base: Path, python: str, full_timeout: float,
@@ -417,12 +443,14 @@ def run_mutant(m: Mutant, base: Path, python: str, full_timeout: float,
             r.status, r.detail = "error", f"imported the wrong vmap_core: {check[1][-500:]}"
             return r
         subset = m.tests or LAYER_TESTS[m.layer]
-        rc, out, secs = run(pytest_cmd(python, subset), root, env, subset_timeout)
+        hang = SLOW_HANG_SECONDS if m.layer in SLOW_LAYERS else HANG_SECONDS
+        rc, out, secs = run(pytest_cmd(python, subset), root, test_env(root, hang), subset_timeout)
         r.seconds = secs
         if rc != 0:
             r.status, r.stage, r.killed_by, r.detail = "killed", "subset", first_failure(out), out[-3000:]
             return r
-        rc, out, secs = run(pytest_cmd(python, ["tests"]), root, env, full_timeout)
+        rc, out, secs = run(pytest_cmd(python, ["tests"]), root, test_env(root, SLOW_HANG_SECONDS),
+                            full_timeout)
         r.seconds += secs
         if rc != 0:
             r.status, r.stage, r.killed_by, r.detail = "killed", "full", first_failure(out), out[-3000:]
@@ -468,6 +496,7 @@ def score(results: list[Result]) -> tuple[int, int, float]:
 
 def print_table(results: list[Result]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     t = Table(title="vmap_core mutants")
     for col, just in (("mutant", "left"), ("layer", "left"), ("result", "left"),
@@ -478,10 +507,10 @@ def print_table(results: list[Result]) -> None:
              "error": "bold red", "equivalent": "yellow"}
     for r in results:
         t.add_row(r.name, r.layer, f"[{style[r.status]}]{r.status}[/]",
-                  r.killed_by or (r.detail[:60] if r.status != "killed" else ""),
+                  escape(r.killed_by or (r.detail[:60] if r.status != "killed" else "")),
                   r.stage, f"{r.seconds:.1f}" if r.status in ("killed", "survived") else "",
                   f"{r.build_seconds:.0f}" if r.build_seconds else "")
-    Console().print(t)
+    Console(width=max(170, shutil.get_terminal_size().columns)).print(t)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-timeout", type=float, default=1800)
     ap.add_argument("--optimised", action="store_true",
                     help="build the mutants with the release flags (-O2; slower to build)")
+    ap.add_argument("--check-base", action="store_true",
+                    help="first run the chosen mutants' subsets on the unmutated tree")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = ap.parse_args(argv)
     if args.jobs < 1:
@@ -520,6 +551,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     tmp, base = prepare_base(args.python)
+    if args.check_base:
+        # Every subset passes on the unmutated tree, or no kill would mean anything.
+        files = sorted({t for m in chosen for t in (m.tests or LAYER_TESTS[m.layer])})
+        rc, out, secs = run([args.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                            base, test_env(base, SLOW_HANG_SECONDS), args.full_timeout)
+        if rc != 0:
+            tmp.cleanup()
+            print(out[-3000:], file=sys.stderr)
+            print("the fast subsets fail on the unmutated tree", file=sys.stderr)
+            return 2
+        print(f"the fast subsets pass on the unmutated tree ({secs:.0f} s)", flush=True)
     t0 = time.monotonic()
     with tmp, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_mutant, m, base, args.python, args.full_timeout,
