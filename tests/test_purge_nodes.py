@@ -4,6 +4,8 @@ the lowest and highest of them, whichever nodes hold them
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from _util import P
@@ -40,4 +42,20 @@ def test_flush_range_is_the_union_over_nodes(impl, low_node, high_node):
     assert s.purge() == 2
     assert flushes == [(low, high + 2 * P)]
     assert s.find(mid).start == mid
+    s.check()
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_v6_8_lazy_neighbours_merge(impl, order):
+    """v6.8's purge tree merges a lazily freed area with the lazy areas on
+    both sides (merge_or_add_vmap_area()), in whatever order they come."""
+    s = impl(0, 64 * P, kernel="6.8", lazy_max_pages=1 << 20, auto_purge=False)
+    areas = [s.alloc(n * P) for n in (1, 2, 3)]
+    s.alloc(P)
+    for i in order:
+        s.free_lazy(areas[i])
+    assert [(a.start, a.end) for a in s.lazy_areas()] == [(0, 6 * P)]
+    assert s.stats()["lazy_pages"] == 6
+    s.check()
+    assert s.purge() == 1
     s.check()

@@ -61,10 +61,10 @@ LAYER_TESTS: dict[str, tuple[str, ...]] = {
                         "tests/test_kernel_scenarios.py", "tests/test_state_machine.py"),
     "nodes": ("tests/test_walk.py", "tests/test_find.py", "tests/test_alloc.py"),
     "locks": ("tests/test_interleavings.py", "tests/test_walk.py"),
-    "lazy": ("tests/test_purge_nodes.py", "tests/test_pool_classes.py", "tests/test_check.py",
-             "tests/test_on_purge.py", "tests/test_state_machine_lazy.py"),
-    "pools": ("tests/test_pool_classes.py", "tests/test_kernel_scenarios.py",
-              "tests/test_state_machine_lazy.py"),
+    "lazy": ("tests/test_purge_nodes.py", "tests/test_pool_classes.py", "tests/test_profiles.py",
+             "tests/test_check.py", "tests/test_on_purge.py", "tests/test_state_machine_lazy.py"),
+    "pools": ("tests/test_pool_classes.py", "tests/test_profiles.py", "tests/test_purge_nodes.py",
+              "tests/test_kernel_scenarios.py", "tests/test_state_machine_lazy.py"),
     "slab": ("tests/test_check.py", "tests/test_snapshots.py", "tests/test_leaks.py"),
     "find_many": ("tests/test_batch.py",),
     "check": ("tests/test_check.py",),
@@ -388,12 +388,18 @@ def first_failure(out: str) -> str:
     return f"{last} (exit without a report)"
 
 
+def _slow_not_killed(rc: int, out: str) -> bool:
+    """The run hit its overall time limit with no test failing or hanging
+    (the watchdog did not fire): too slow to tell, not a kill."""
+    return rc == -1 and "Timeout (" not in out and not _FAILED.search(out)
+
+
 @dataclass
 class Result:
     name: str
     layer: str
     bug: str
-    status: str = "error"    # killed, survived, equivalent, stale, error
+    status: str = "error"    # killed, survived, timeout, equivalent, stale, error
     killed_by: str = ""
     stage: str = ""          # subset, full, build
     seconds: float = 0.0     # pytest wall time to the kill (build not counted)
@@ -446,13 +452,18 @@ def run_mutant(m: Mutant, base: Path, python: str, full_timeout: float,
         hang = SLOW_HANG_SECONDS if m.layer in SLOW_LAYERS else HANG_SECONDS
         rc, out, secs = run(pytest_cmd(python, subset), root, test_env(root, hang), subset_timeout)
         r.seconds = secs
+        if _slow_not_killed(rc, out):
+            r.status, r.stage, r.detail = "timeout", "subset", "the subset ran out of time"
+            return r
         if rc != 0:
             r.status, r.stage, r.killed_by, r.detail = "killed", "subset", first_failure(out), out[-3000:]
             return r
         rc, out, secs = run(pytest_cmd(python, ["tests"]), root, test_env(root, SLOW_HANG_SECONDS),
                             full_timeout)
         r.seconds += secs
-        if rc != 0:
+        if _slow_not_killed(rc, out):
+            r.status, r.stage, r.detail = "timeout", "full", "the suite ran out of time"
+        elif rc != 0:
             r.status, r.stage, r.killed_by, r.detail = "killed", "full", first_failure(out), out[-3000:]
         else:
             r.status, r.stage = "survived", "full"
@@ -503,7 +514,7 @@ def print_table(results: list[Result]) -> None:
                       ("killed by", "left"), ("stage", "left"), ("s to kill", "right"),
                       ("build s", "right")):
         t.add_column(col, justify=just)   # type: ignore[arg-type]
-    style = {"killed": "green", "survived": "bold red", "stale": "bold red",
+    style = {"killed": "green", "survived": "bold red", "stale": "bold red", "timeout": "bold red",
              "error": "bold red", "equivalent": "yellow"}
     for r in results:
         t.add_row(r.name, r.layer, f"[{style[r.status]}]{r.status}[/]",
@@ -525,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="exit 1 when killed / (mutants - equivalent) is below it (default 1.0)")
     ap.add_argument("--python", default=sys.executable,
                     help="the interpreter with the test dependencies (default: this one)")
-    ap.add_argument("--subset-timeout", type=float, default=300)
+    ap.add_argument("--subset-timeout", type=float, default=600,
+                    help="seconds for a mutant's subset; running out is no kill (default 600)")
     ap.add_argument("--full-timeout", type=float, default=1800)
     ap.add_argument("--optimised", action="store_true",
                     help="build the mutants with the release flags (-O2; slower to build)")

@@ -1147,9 +1147,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise AssertionError((<bytes>err).decode())
 
     cdef _debug_corrupt(self, str kind):
-        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant named by kind ("color", "subtree_max",
-        "order", "coalesce", "node_placement", "tiling", "list") so that
-        check() can be shown to catch it.  The space is unusable afterwards."""
+        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant
+        named by kind (one per message of check(): space_corrupt() in
+        _check.pxi) so that check() can be shown to catch it.  The space is
+        unusable afterwards."""
         cdef space_t* s = self._s()
         cdef bytes k = kind.encode()
         cdef const char* err
