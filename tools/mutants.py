@@ -292,15 +292,18 @@ MUTANTS: tuple[Mutant, ...] = (
            '    return sign * int(body, 8 if body.startswith("0") else 10)',
            "    return sign * int(body, 10)",
            'a module_param integer "010" is read as decimal 10, not octal 8',
-           tests=("tests/test_kernel_scenarios.py",)),
+           tests=("tests/test_kernel_scenarios.py::test_module_param_integers",
+                  "tests/test_kernel_scenarios.py")),
     Mutant("trace_hex_digit", "cli", f"{PKG}/_traceparse.pyx",
            "            v = (v << 4) | <uint64_t>(c - c'a' + 10)",
            "            v = (v << 4) | <uint64_t>(c - c'a' + 11)",
-           "the native trace parser reads hex digits a-f one too high"),
+           "the native trace parser reads hex digits a-f one too high",
+           tests=("tests/test_trace.py",)),
     Mutant("trace_py_lazy_base", "cli", f"{PKG}/trace.py",
            '"free_vmap_area_noflush": (16, 10, 10),',
            '"free_vmap_area_noflush": (16, 16, 10),',
-           "the Python trace parser reads nr_lazy as hexadecimal"),
+           "the Python trace parser reads nr_lazy as hexadecimal",
+           tests=("tests/test_trace.py",)),
 )
 
 COMPILED = (".pyx", ".pxi", ".pxd", ".h")
