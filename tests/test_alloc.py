@@ -90,6 +90,25 @@ def test_other_page_sizes(impl, page_size):
     s.check()
 
 
+def test_kernel_search_does_not_adjust_an_exact_range(impl):
+    """__alloc_vmap_area() searches for size + align - 1 when align >
+    PAGE_SIZE, except when the range is exactly the request ("(vend - vstart)
+    == size"): then a hole of exactly the size, aligned, is found even where
+    the adjusted search would skip it (here the hole is the free tree's left
+    child, whose subtree_max_size is only the size)."""
+    s = impl(0, 64 * P, nr_nodes=1, search="kernel")
+    s.alloc(8 * P)
+    hole = s.alloc(4 * P)                 # [8P, 12P): 4-page aligned
+    s.alloc(4 * P)
+    s.free(hole)                          # the left child of [16P, 64P)
+    assert s.alloc(4 * P, 4 * P, hole, hole + 4 * P) == hole
+    s.free(hole)
+    # Not exactly the request: the search is adjusted and skips the hole.
+    with pytest.raises(VmapExhausted):
+        s.alloc(4 * P, 4 * P, hole, hole + 5 * P)
+    s.check()
+
+
 # -- the four fit types (va_clip / classify_va_fit_type) ---------------------
 
 def test_fit_full(impl, lock):

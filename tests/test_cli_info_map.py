@@ -141,6 +141,21 @@ def test_nr_nodes_out_of_range_is_a_usage_error(argv, capsys):
     assert "--nr-nodes" in err and "out of range: 1..1,024" in err
 
 
+def test_integer_arguments_take_both_bounds():
+    """An integer option accepts its documented bounds and nothing past them."""
+    import argparse
+
+    from vmap_core.cli.common import int_in, int_list, nr_nodes_arg
+    assert nr_nodes_arg("1") == 1 and nr_nodes_arg("1024") == 1024
+    for bad in ("0", "1025", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            nr_nodes_arg(bad)
+    assert int_in(5, 7)("7") == 7 and int_in(5)("5") == 5
+    assert int_list(4)("4,1,4") == [1, 4]
+    with pytest.raises(argparse.ArgumentTypeError):
+        int_list(4)("1,5")
+
+
 # -- one rule, one format ------------------------------------------------------------
 
 def test_info_and_map_agree_on_unpurged_areas(sample, tmp_path, capsys):

@@ -42,12 +42,14 @@ cdef alloc_status_t carve_and_publish(space_t* s, va_t* va, uint64_t nva, uint64
     vn = &s.nodes[addr_to_node_id(s, nva)]
     if s.global_lock != NULL:
         bt_insert(vn, busy)             # the one lock is already held
+        test_pause(PAUSE_PUBLISH)
         vm_unlock(s.global_lock)
     else:
         vm_unlock(s.free_lock)
         busy_lock(s, vn)
         busy_change_begin(s, vn)
         bt_insert(vn, busy)
+        test_pause(PAUSE_PUBLISH)
         busy_change_end(s, vn)
         busy_unlock(s, vn)
     out[0] = nva

@@ -291,17 +291,65 @@ cdef va_t* node_with_areas(space_t* s, size_t min_areas) noexcept nogil:
     return NULL
 
 
+cdef va_t* first_red(va_t* root) noexcept nogil:
+    """The lowest red node of a tree (never its root), or NULL."""
+    cdef va_t* n = rb_first(root) if root != NULL else NULL
+    while n != NULL and not rb_is_red(n):
+        n = rb_next(n)
+    return n
+
+
+cdef int node_with_lazy(space_t* s) noexcept nogil:
+    cdef unsigned k
+    for k in range(s.nr_nodes):
+        if s.nodes[k].lazy_root.node != NULL:
+            return <int>k
+    return -1
+
+
+cdef int pool_class_with_areas(space_t* s, unsigned* node) noexcept nogil:
+    """The first (node, size class) whose pool holds an area; -1 if none."""
+    cdef unsigned k
+    cdef size_t c
+    for k in range(s.nr_nodes):
+        for c in range(<size_t>MAX_VA_SIZE_PAGES):
+            if s.nodes[k].pools[c].head != NULL:
+                node[0] = k
+                return <int>c
+    return -1
+
+
 cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
-    """Break the one invariant named by kind; NULL on success, else why not."""
+    """Break the one invariant named by kind; NULL on success, else why not.
+    Each kind makes check() fail with one message of space_verify() (the map
+    is CORRUPTIONS in tests/test_check.py)."""
     cdef va_t* root = s.free_root.node
     cdef va_t* a
     cdef va_t* b
     cdef uint64_t t
     cdef unsigned k
+    cdef int c
+    cdef vnode_t* vn
     if strcmp(kind, "color") == 0:
         if root == NULL:
             return "needs a free block"
         rb_set_color(root, RB_RED)
+    elif strcmp(kind, "red_red") == 0:
+        # A red node's black parent turns red (the root's colour is its own check).
+        a = first_red(root)
+        if a == NULL or rb_parent(a) == root:
+            return "needs a red free block below the root's children"
+        rb_set_color(rb_parent(a), RB_RED)
+    elif strcmp(kind, "black_height") == 0:
+        a = first_red(root)
+        if a == NULL:
+            return "needs a red free block"
+        rb_set_color(a, RB_BLACK)
+    elif strcmp(kind, "parent") == 0:
+        if root == NULL or (root.left == NULL and root.right == NULL):
+            return "needs a free block with a child"
+        a = root.left if root.left != NULL else root.right
+        rb_set_parent(a, a)
     elif strcmp(kind, "subtree_max") == 0:
         if root == NULL:
             return "needs a free block"
@@ -330,6 +378,8 @@ cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
         a.last = a.start + s.page_size - 1
         ft_aug_propagate(a, NULL)
         ft_insert(s, b)
+    elif strcmp(kind, "free_count") == 0:
+        s.nr_free += 1
     elif strcmp(kind, "node_placement") == 0:
         if s.nr_nodes < 2:
             return "needs nr_nodes >= 2"
@@ -340,17 +390,123 @@ cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
                 bt_insert(&s.nodes[(k + 1) % s.nr_nodes], a)
                 return NULL
         return "needs a busy area"
+    elif strcmp(kind, "busy_color") == 0:
+        root = node_with_areas(s, 1)
+        if root == NULL:
+            return "needs a busy area"
+        rb_set_color(root, RB_RED)
+    elif strcmp(kind, "busy_count") == 0:
+        s.nodes[0].nr_areas += 1
     elif strcmp(kind, "tiling") == 0:
         # Drop a free block: a gap.
         if root == NULL:
             return "needs a free block"
         ft_erase(s, root)
         slab_free(&s.slab, root)
+    elif strcmp(kind, "tiling_start") == 0:
+        # The lowest free block starts a page late (its subtree max kept right).
+        a = rb_first(root) if root != NULL else NULL
+        if a == NULL or a.start != s.start or a.last - a.start < s.page_size:
+            return "needs a free block of two pages at start"
+        a.start += s.page_size
+        ft_aug_propagate(a, NULL)
+    elif strcmp(kind, "tiling_end") == 0:
+        a = rb_last(root) if root != NULL else NULL
+        if a == NULL or a.last != s.last or a.last - a.start < s.page_size:
+            return "needs a free block of two pages at the end"
+        a.last -= s.page_size
+        ft_aug_propagate(a, NULL)
     elif strcmp(kind, "list") == 0:
         a = rb_first(root)
         if a == NULL or a.next == NULL:
             return "needs two free blocks"
         a.next = a.next.next
+    elif strcmp(kind, "list_prev") == 0:
+        a = rb_first(root)
+        if a == NULL or a.next == NULL:
+            return "needs two free blocks"
+        a.next.prev = a.next
+    elif strcmp(kind, "lazy_pages") == 0:
+        s.lazy_nr += 1
+    elif strcmp(kind, "slab") == 0:
+        s.slab.in_use += 1
+    elif strcmp(kind, "lazy_color") == 0:
+        c = node_with_lazy(s)
+        if c < 0:
+            return "needs a lazy area"
+        rb_set_color(s.nodes[c].lazy_root.node, RB_RED)
+    elif strcmp(kind, "lazy_count") == 0:
+        c = node_with_lazy(s)
+        if c < 0:
+            return "needs a lazy area"
+        s.nodes[c].nr_lazy += 1
+    elif strcmp(kind, "lazy_placement") == 0:
+        c = node_with_lazy(s)
+        if c < 0 or s.nr_nodes < 2:
+            return "needs a lazy area and nr_nodes >= 2"
+        a = rb_first(s.nodes[c].lazy_root.node)
+        a.aux = (<unsigned>c + 1) % s.nr_nodes + 1      # the tag of the next node
+    elif strcmp(kind, "lazy_coalesce") == 0:
+        # Split a lazy area of v6.8's merging purge tree in two that touch.
+        c = node_with_lazy(s)
+        if not s.lazy_merge or c < 0:
+            return "needs a lazy area in v6.8's merging purge tree"
+        vn = &s.nodes[c]
+        a = rb_first(vn.lazy_root.node)
+        while a != NULL and a.last - a.start < s.page_size:
+            a = a.next
+        if a == NULL:
+            return "needs a lazy area of two pages"
+        b = slab_alloc(&s.slab)
+        if b == NULL:
+            return "out of memory"
+        b.start = a.start + s.page_size
+        b.last = a.last
+        b.aux = a.aux
+        a.last = a.start + s.page_size - 1
+        tree_insert(&vn.lazy_root, &vn.nr_lazy, b)
+    elif strcmp(kind, "purge_count") == 0:
+        s.nodes[0].nr_purge += 1
+    elif strcmp(kind, "purge_list") == 0:
+        # A lazy area moves to the purge list without being counted there.
+        c = node_with_lazy(s)
+        if c < 0:
+            return "needs a lazy area"
+        vn = &s.nodes[c]
+        a = rb_first(vn.lazy_root.node)
+        tree_unlink(&vn.lazy_root, &vn.nr_lazy, a)
+        a.next = vn.purge_list
+        vn.purge_list = a
+    elif strcmp(kind, "pool_prev") == 0:
+        c = pool_class_with_areas(s, &k)
+        if c < 0:
+            return "needs a pooled area"
+        a = s.nodes[k].pools[c].head
+        a.prev = a
+    elif strcmp(kind, "pool_class") == 0:
+        # The head of one class moves to the next class's list (lens kept right).
+        c = pool_class_with_areas(s, &k)
+        if c < 0:
+            return "needs a pooled area"
+        vn = &s.nodes[k]
+        a = vn.pools[c].head
+        pool_unlink(&vn.pools[c], a)
+        pool_push_head(&vn.pools[(c + 1) % MAX_VA_SIZE_PAGES], a)
+    elif strcmp(kind, "pool_len_short") == 0:
+        c = pool_class_with_areas(s, &k)
+        if c < 0:
+            return "needs a pooled area"
+        s.nodes[k].pools[c].len -= 1
+    elif strcmp(kind, "pool_len_long") == 0:
+        c = pool_class_with_areas(s, &k)
+        if c < 0:
+            return "needs a pooled area"
+        s.nodes[k].pools[c].len += 1
+    elif strcmp(kind, "pooled_count") == 0:
+        c = pool_class_with_areas(s, &k)
+        if c < 0:
+            return "needs a pooled area"
+        s.nodes[k].nr_pooled += 1
     else:
         return "unknown kind"
     return NULL

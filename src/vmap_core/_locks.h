@@ -296,6 +296,45 @@ static inline size_t vm_mul_size(size_t n, size_t size, int *overflow)
     return bytes;
 }
 
+/*
+ * Test-only: a writer pauses at a named step (vm_pause_site, armed by a
+ * test) until the test releases it, so that a test can look at the locks and
+ * run a reader while a change is half made, the same interleaving every
+ * time.  Disarmed (the default), a write pays one relaxed load.  State: 0
+ * none paused, 1 a writer waits at the site, 2 released.
+ */
+static int vm_pause_site = 0;
+static int vm_pause_state = 0;
+
+static inline int vm_pause_armed(int site)
+{
+    return __atomic_load_n(&vm_pause_site, __ATOMIC_RELAXED) == site;
+}
+
+/* The first writer to reach the armed site claims it (the site disarms). */
+static inline int vm_pause_claim(int site)
+{
+    int expected = site;
+    return __atomic_compare_exchange_n(&vm_pause_site, &expected, 0, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+static inline void vm_pause_wait(void)
+{
+    unsigned spins = 0;
+    __atomic_store_n(&vm_pause_state, 1, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&vm_pause_state, __ATOMIC_ACQUIRE) != 2) {
+        vm_spin_step(&spins);
+    }
+    __atomic_store_n(&vm_pause_state, 0, __ATOMIC_RELEASE);
+}
+
+static inline void vm_pause_arm(int site) { __atomic_store_n(&vm_pause_site, site, __ATOMIC_RELEASE); }
+static inline int vm_pause_paused(void) { return __atomic_load_n(&vm_pause_state, __ATOMIC_ACQUIRE) == 1; }
+static inline void vm_pause_release(void) { __atomic_store_n(&vm_pause_state, 2, __ATOMIC_RELEASE); }
+static inline int vm_lock_held(const vm_lock_t *l) { return __atomic_load_n(&l->state, __ATOMIC_ACQUIRE); }
+static inline unsigned vm_load_unsigned(const unsigned *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
 /* Atomic accessors for words that lock-free readers may load (bounds: relaxed). */
 /* Tree links are published with release and followed with acquire (free on
  * x86): a lock-free reader that reaches a record through a link also sees how

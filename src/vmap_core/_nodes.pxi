@@ -254,6 +254,7 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
             if va.start == addr:
                 busy_change_begin(s, vn)
                 bt_unlink(vn, va)
+                test_pause(PAUSE_UNLINK)
                 busy_change_end(s, vn)
                 out[0] = va
                 rc = UNLINK_OK

@@ -1331,9 +1331,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise AssertionError((<bytes>err).decode())
 
     cdef _debug_corrupt(self, str kind):
-        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant named by kind ("color", "subtree_max",
-        "order", "coalesce", "node_placement", "tiling", "list") so that
-        check() can be shown to catch it.  The space is unusable afterwards."""
+        """Test-only (vmap_core._testhooks.debug_corrupt): break the invariant
+        named by kind (one per message of check(): space_corrupt() in
+        _check.pxi) so that check() can be shown to catch it.  The space is
+        unusable afterwards."""
         cdef space_t* s = self._s()
         cdef bytes k = kind.encode()
         cdef const char* err
@@ -1343,6 +1344,25 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         self._unlock_all(held)
         if err != NULL:
             raise ValueError(f"cannot corrupt {kind!r}: {(<bytes>err).decode()}")
+
+    cdef dict _lock_state(self, unsigned node):
+        """Test-only (vmap_core._testhooks.lock_state): node's locks and
+        counters read atomically, taking no lock (a writer may be paused)."""
+        cdef space_t* s = self._s()
+        cdef vnode_t* vn
+        if node >= s.nr_nodes:
+            raise ValueError(f"node {node} of {s.nr_nodes}")
+        vn = &s.nodes[node]
+        return {
+            "global_locked": s.global_lock != NULL and vm_lock_held(s.global_lock),
+            "free_locked": bool(vm_lock_held(s.free_lock)),
+            "node_locked": bool(vm_lock_held(&vn.lock)),
+            "rw_writer": bool(vm_load_unsigned(&vn.rw.state) & 0x80000000u),
+            "seq": vm_load_unsigned(&vn.seq),
+            "read_retries": vm_load_u64(&vn.read_retries),
+            "read_fallbacks": vm_load_u64(&vn.read_fallbacks),
+            "read_waits": vm_load_u64(&vn.rw.read_waits),
+        }
 
     def stats(self):
         """Counts and sizes, and per-lock acquisition counters.
@@ -1818,13 +1838,30 @@ cdef void _install_test_hooks() except *:
     def c_alloc_count():
         return vm_alloc_count()
 
+    def pause_arm(site):
+        vm_pause_arm(_PAUSE_SITES[site])
+
+    def pause_state():
+        return vm_pause_paused()
+
+    def pause_release():
+        vm_pause_release()
+
+    def lock_state(VmapSpace space, unsigned node):
+        return space._lock_state(node)
+
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
                         fit_cache=fit_cache, search_tests=search_tests,
                         set_bounded_walk=set_bounded_walk,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
-                        c_alloc_count=c_alloc_count)
+                        c_alloc_count=c_alloc_count, pause_arm=pause_arm,
+                        pause_state=pause_state, pause_release=pause_release,
+                        lock_state=lock_state)
+
+
+cdef dict _PAUSE_SITES = {"off": 0, "publish": PAUSE_PUBLISH, "unlink": PAUSE_UNLINK}
 
 
 _install_test_hooks()

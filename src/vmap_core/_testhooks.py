@@ -28,10 +28,12 @@ def _hook(name: str) -> Callable[..., Any]:
 
 
 def debug_corrupt(space: Any, kind: str) -> None:
-    """Break the invariant named by kind (space_corrupt() in _check.pxi: "color",
-    "subtree_max", "order", "coalesce", "node_placement", "tiling", "list") so
-    that check() can be shown to catch it; ValueError for an unknown kind.  The
-    space is unusable afterwards."""
+    """Break the invariant named by kind (space_corrupt() in _check.pxi; one
+    kind per message of check(), listed in tests/test_check.py: "color",
+    "subtree_max", "order", "coalesce", "node_placement", "tiling", "list",
+    "lazy_pages", "slab", "pool_class", ...) so that check() can be shown to
+    catch it; ValueError for an unknown kind or a space without what the kind
+    breaks.  The space is unusable afterwards."""
     _hook("debug_corrupt")(space, kind)
 
 
@@ -75,6 +77,39 @@ def c_alloc_count() -> int:
     return int(_hook("c_alloc_count")())
 
 
+def pause_writer(site: str) -> None:
+    """Arm a pause point: the next writer to reach site ("publish": alloc()'s
+    new area is in its node's tree, the change not yet ended; "unlink":
+    free()'s area is out of its node's tree, likewise) waits there, holding
+    its locks, until release_writer().  "off" disarms."""
+    _hook("pause_arm")(site)
+
+
+def wait_writer_paused(timeout: float = 10.0) -> None:
+    """Block until an armed writer waits at its site; TimeoutError if none
+    arrives in time (the site is disarmed then)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not _hook("pause_state")():
+        if time.monotonic() > deadline:
+            _hook("pause_arm")("off")
+            raise TimeoutError("no writer reached the armed pause point")
+        time.sleep(0.001)
+
+
+def release_writer() -> None:
+    """Let the paused writer go on (and disarm the site)."""
+    _hook("pause_arm")("off")
+    _hook("pause_release")()
+
+
+def lock_state(space: Any, node: int) -> dict[str, Any]:
+    """A node's locks and read counters, read atomically without taking any
+    lock (safe while a writer is paused): global_locked, free_locked,
+    node_locked, rw_writer, seq, read_retries, read_fallbacks, read_waits."""
+    return dict(_hook("lock_state")(space, node))
+
+
 def race_selftest(n: int = 100000) -> int:
     """Two native threads race on one plain word: a ThreadSanitizer build reports it."""
     return int(_hook("race_selftest")(n))
@@ -92,4 +127,5 @@ def ubsan_selftest(shift: int = 64) -> int:
 
 
 __all__ = ["c_alloc_count", "debug_corrupt", "debug_pool_order", "fail_c_alloc",
-           "leak_selftest", "race_selftest", "ubsan_selftest"]
+           "leak_selftest", "lock_state", "pause_writer", "race_selftest", "release_writer",
+           "ubsan_selftest", "wait_writer_paused"]

@@ -12,6 +12,7 @@ cdef extern from "_locks.h" nogil:
     void vm_lock_wait(vm_lock_t* l)
     void vm_unlock(vm_lock_t* l)
     ctypedef struct vm_rwlock_t:
+        unsigned state
         uint64_t read_waits
         uint64_t wait_ns
     void vm_rwlock_init(vm_rwlock_t* l)
@@ -26,6 +27,16 @@ cdef extern from "_locks.h" nogil:
     void vm_write_seqbegin(unsigned* seq)
     void vm_write_seqend(unsigned* seq)
     void vm_atomic_inc(uint64_t* p)
+
+cdef extern from "_locks.h" nogil:
+    bint vm_pause_armed(int site)
+    bint vm_pause_claim(int site)
+    void vm_pause_wait()
+    void vm_pause_arm(int site)
+    bint vm_pause_paused()
+    void vm_pause_release()
+    bint vm_lock_held(const vm_lock_t* l)
+    unsigned vm_load_unsigned(const unsigned* p)
 
 cdef extern from "_locks.h" nogil:
     bint vm_in_nogil()
@@ -232,3 +243,27 @@ cdef inline void busy_change_end(space_t* s, vnode_t* vn) noexcept nogil:
         vm_write_unlock_rw(&vn.rw)
     elif s.mode == LOCK_OPTIMISTIC:
         vm_write_seqend(&vn.seq)
+
+
+cdef enum pause_site_t:
+    # Test-only pause points of the writers (vmap_core._testhooks.pause_writer).
+    PAUSE_PUBLISH = 1       # alloc: the new area is in its node's tree, the change not yet ended
+    PAUSE_UNLINK = 2        # free: the area is out of its node's tree, the change not yet ended
+
+
+cdef void test_pause_slow(int site) noexcept nogil:
+    cdef PyThreadState* ts
+    if not vm_pause_claim(site):
+        return
+    if vm_in_nogil():
+        vm_pause_wait()
+    else:
+        ts = PyEval_SaveThread()
+        vm_pause_wait()
+        PyEval_RestoreThread(ts)
+
+
+cdef inline void test_pause(int site) noexcept nogil:
+    """Wait here if a test armed this site (see _locks.h, vm_pause_site)."""
+    if vm_pause_armed(site):
+        test_pause_slow(site)
