@@ -84,3 +84,17 @@ def test_lookup_takes_the_locks_of_its_mode(core, lock, takes):
     a2 = acq()
     delta = {k: (a2[k] - a1[k]) - (a1[k] - a0[k]) for k in a0}
     assert {k: v for k, v in delta.items() if v} == takes
+
+
+@pytest.mark.parametrize("kernel", sorted(WALKS))
+def test_find_many_takes_a_node_lock_once_per_group(core, kernel):
+    """find_many() in "node" mode descends a group of addresses of one node
+    under one acquisition of that node's lock (at most FM_WIDTH descents):
+    ten addresses inside node 0's own area cost node 0 one acquisition and
+    no other node any."""
+    s = core(0, 64 * P, nr_nodes=NODES, zone_size=ZONE, lock="node", kernel=kernel)
+    s.alloc_at(0, 4 * P)                    # zone 0: node 0
+    addrs = array("Q", [k * 100 for k in range(10)])
+    assert list(s.find_many(addrs)) == [0] * 10
+    assert _visits(s, lambda: s.find_many(addrs)) == [1, 0, 0, 0]
+    s.check()

@@ -192,14 +192,14 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:\n        if not vm_write_lock_rw_begin(&vn.rw):",
            'an "rwlock" writer changes the tree without shutting readers out'),
     Mutant("node_reader_unlocked", "locks", ND,
-           "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)",
-           "    elif False:\n        lock_acquire(&vn.lock)",
+           "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)\n    va = bt_lookup(vn, addr)",
+           "    elif False:\n        lock_acquire(&vn.lock)\n    va = bt_lookup(vn, addr)",
            'a "node" mode lookup reads the node\'s tree without its lock'),
     Mutant("global_find_unlocked", "locks", ND,
            "    if s.global_lock != NULL:\n        lock_acquire(s.global_lock)\n    while True:\n"
-           "        found = node_find(",
+           "        found = node_find(s, &s.nodes[i]",
            "    if False:\n        lock_acquire(s.global_lock)\n    while True:\n"
-           "        found = node_find(",
+           "        found = node_find(s, &s.nodes[i]",
            'a "global" mode lookup walks the nodes without the one lock'),
     # -- lazy free and purge ------------------------------------------------------
     Mutant("purge_skips_last_node", "lazy", LZ,
@@ -246,9 +246,21 @@ MUTANTS: tuple[Mutant, ...] = (
            "slab_free() does not count the record as returned"),
     # -- find_many ---------------------------------------------------------------------
     Mutant("find_many_miss_zero", "find_many", SP,
-           "                            x = MISS_U64",
-           "                            x = 0",
+           "x = sts[j] if found[j] else MISS_U64",
+           "x = sts[j] if found[j] else 0",
            "find_many() writes 0 instead of MISS for an address in no area"),
+    Mutant("find_many_group_unlocked", "find_many", ND,
+           "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)\n    bt_lookup_group(",
+           "    elif False:\n        lock_acquire(&vn.lock)\n    bt_lookup_group(",
+           "find_many's batched descents read a node's tree without its lock in \"node\" mode",
+           tests=("tests/test_walk.py", "tests/test_batch.py", "tests/test_interleavings.py")),
+    # -- the exact aligned search's fit cache ------------------------------------------
+    Mutant("fit_cache_forgets_merged_hole", "freetree", FT,
+           "        if e.align == 0 or va.start >= e.floor or not fc_fits(va.start, va.last, e.szm1, e.align):",
+           "        if True:",
+           "a free that makes a fitting block below the cache's floor is not remembered as a hole "
+           "(search=\"lowest\" then misses the lowest aligned fit)",
+           tests=("tests/test_aligned_search.py", "tests/test_check.py")),
     # -- check() -------------------------------------------------------------------------
     Mutant("check_no_lazy_pages", "check", CK,
            "    if lazy_pages != s.lazy_nr:",

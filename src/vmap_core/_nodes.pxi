@@ -188,16 +188,28 @@ cdef int space_find_bounded(space_t* s, uint64_t addr, uint64_t* start,
 cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:
     """find_vmap_area(): start at addr's node, then the others, wrapping
     around; the bounds are copied out while the node cannot change."""
-    cdef unsigned i
-    cdef unsigned first
-    cdef bint found = False
     cdef int rc
     if s.walk_bounded:
         rc = space_find_bounded(s, addr, start, last)
         if rc >= 0:
             return rc
+    return space_find_walk(s, addr, start, last, False)
+
+
+cdef bint space_find_walk(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
+                          bint skip_first) noexcept nogil:
+    """The walk of find_vmap_area(); skip_first: addr's own node was already
+    searched (find_many's grouped descent), so go on from the next one and
+    visit each node once, as the kernel's walk does."""
+    cdef unsigned i
+    cdef unsigned first
+    cdef bint found = False
     i = addr_to_node_id(s, addr)
     first = i
+    if skip_first:
+        i = node_walk_next(s, first)
+        if i == first:
+            return False
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     while True:
@@ -417,6 +429,12 @@ cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, 
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
     if s.nr_nodes > 1:
+        # The rest of the walk for each miss, from the node after its first (already
+        # searched above): the kernel's walk, each node once.  The bounded walk (not
+        # the kernel's) starts over from addr's zone.
         for i in range(n):
             if not found[i]:
-                found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])
+                if s.walk_bounded:
+                    found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])
+                else:
+                    found[i] = <signed char>space_find_walk(s, xs[i], &st[i], &la[i], True)
