@@ -344,7 +344,7 @@ def test_constructor_signature_matches_the_reference():
     sig = inspect.signature(core)
     assert list(sig.parameters) == ["start", "end", "page_size", "nr_nodes", "zone_size",
                                     "lock", "lazy_max_pages", "on_purge", "kernel", "search",
-                                    "auto_purge", "trace"]
+                                    "auto_purge", "walk", "trace"]
     ref = inspect.signature(ReferenceSpace)
     assert [(p.name, p.kind, p.default) for p in sig.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in ref.parameters.values()]
@@ -353,7 +353,7 @@ def test_constructor_signature_matches_the_reference():
     # pydoc of 3.13 wraps a long signature over lines: compare without the layout
     assert "VmapSpace(start,end,*,page_size=4096,nr_nodes=None" in re.sub(
         r"[\s|]", "", _help_text(core))
-    assert "auto_purge=True,trace=None)" in re.sub(r"[\s|]", "", _help_text(core))
+    assert "auto_purge=True,walk=None,trace=None)" in re.sub(r"[\s|]", "", _help_text(core))
 
 
 def _help_text(obj):

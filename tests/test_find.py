@@ -152,12 +152,12 @@ def test_find_matches_brute_force(impl, data):
         assert (span(got) if got is not None else None) == (hit[0] if hit else None), hex(addr)
 
 
-@pytest.mark.parametrize("lock", ["node", "global", "rwlock", "optimistic"])
+@pytest.mark.parametrize("lock", ["global", "rwlock", "optimistic"])
 @pytest.mark.parametrize("nr_nodes,zone_pages", [(3, 1), (8, 2), (128, 16)])
 def test_bounded_walk_finds_what_the_kernel_walk_finds(lock, nr_nodes, zone_pages):
-    """The bounded walk (space_find_bounded(), switched on by a hook: it is
-    not the kernel's cost model) visits only the nodes of the zones within the
-    widest area ever inserted; kernel "node" keeps the full walk.
+    """walk="bounded" (space_find_bounded(): not the kernel's cost model)
+    visits only the nodes of the zones within the widest area ever inserted;
+    kernel "node" keeps the full walk.
     Areas wider than several zones, frees, pooled reuse and misses (inside
     and outside the space): every answer equals the kernel walk's."""
     import array
@@ -166,9 +166,8 @@ def test_bounded_walk_finds_what_the_kernel_walk_finds(lock, nr_nodes, zone_page
     P = 4096
     rng = random.Random(nr_nodes + zone_pages)
     kw = dict(nr_nodes=nr_nodes, zone_size=zone_pages * P)
-    from vmap_core import _testhooks
-    bounded = VmapSpace(1 << 32, (1 << 32) + (1 << 24), lock=lock, **kw)
-    _testhooks.set_bounded_walk(bounded, True)
+    bounded = VmapSpace(1 << 32, (1 << 32) + (1 << 24), lock=lock, walk="bounded", **kw)
+    assert bounded.walk == "bounded"
     kernel = VmapSpace(1 << 32, (1 << 32) + (1 << 24), lock="node", **kw)
     live = []
     for step in range(400):
@@ -189,3 +188,31 @@ def test_bounded_walk_finds_what_the_kernel_walk_finds(lock, nr_nodes, zone_page
             assert [a.start if (a := bounded.find(q)) else MISS for q in qs] == want
             assert list(bounded.find_many(array.array("Q", qs))) == want
     bounded.check()
+
+
+@pytest.mark.parametrize("lock", ["node", "split"])
+def test_bounded_walk_is_refused_for_the_kernels_designs(impl, lock):
+    """The kernel's own designs keep find_vmap_area()'s walk: its cost is
+    what they model."""
+    kernel = "6.8" if lock == "split" else None
+    with pytest.raises(ValueError, match="bounded"):
+        impl(0, 1 << 24, lock=lock, kernel=kernel, walk="bounded")
+
+
+def test_walk_argument_checks(impl):
+    assert impl(0, 1 << 24).walk == "kernel"
+    assert impl(0, 1 << 24, walk="kernel", lock="node").walk == "kernel"
+    with pytest.raises(TypeError):
+        impl(0, 1 << 24, walk=1)
+    with pytest.raises(ValueError):
+        impl(0, 1 << 24, walk="upwards")
+
+
+def test_bounded_walk_survives_a_copy(impl):
+    import copy
+    import pickle
+    s = impl(0, 1 << 24, lock="rwlock", walk="bounded", nr_nodes=4)
+    a = s.alloc(3 * 4096)
+    for c in (copy.copy(s), pickle.loads(pickle.dumps(s))):
+        assert c.walk == "bounded"
+        assert c.find(a + 4096).start == a

@@ -20,8 +20,9 @@ node under its own spinlock, as in Linux mm/vmalloc.c since v6.9; the
 from ._errors import OnPurgeError, VmapExhausted
 from ._space import MISS, VmapArea, VmapSpace
 from ._version import __version__
-from .types import CoreStats, LockMode, SearchMode, SpaceState, SpaceStats, UsercopyMode
+from .types import (CoreStats, LockMode, SearchMode, SpaceState, SpaceStats, UsercopyMode,
+                    WalkMode)
 
 __all__ = ["MISS", "CoreStats", "LockMode", "OnPurgeError", "SearchMode", "SpaceState",
            "SpaceStats", "UsercopyMode", "VmapArea", "VmapExhausted", "VmapSpace",
-           "__version__"]
+           "__version__", "WalkMode"]

@@ -10,7 +10,7 @@ from typing_extensions import Buffer, Self
 from ._errors import OnPurgeError as OnPurgeError, VmapExhausted as VmapExhausted
 from .reference import VmapArea as _RefArea
 from .trace import Recorder
-from .types import CoreStats, LockMode, SearchMode, SpaceState, UsercopyMode
+from .types import CoreStats, LockMode, SearchMode, SpaceState, UsercopyMode, WalkMode
 
 ADDR_LIMIT: int
 MISS: int
@@ -64,6 +64,8 @@ class VmapSpace:
     def search(self) -> SearchMode: ...
     @property
     def auto_purge(self) -> bool: ...
+    @property
+    def walk(self) -> WalkMode: ...
     load_notes: list[str]
     def __init__(
         self,
@@ -79,6 +81,7 @@ class VmapSpace:
         kernel: str | None = None,
         search: SearchMode | None = None,
         auto_purge: bool = True,
+        walk: WalkMode | None = None,
         trace: SupportsWrite[str] | Recorder | None = None,
     ) -> None: ...
     @classmethod

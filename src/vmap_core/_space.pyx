@@ -349,7 +349,7 @@ default_nr_nodes = _reference.default_nr_nodes
 
 
 cdef class VmapSpace:
-    """VmapSpace(start, end, *, page_size=4096, nr_nodes=None, zone_size=None, lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None, auto_purge=True, trace=None)
+    """VmapSpace(start, end, *, page_size=4096, nr_nodes=None, zone_size=None, lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None, auto_purge=True, walk=None, trace=None)
 --
 
 The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
@@ -361,16 +361,21 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     spinlock; "6.8" has one busy tree and three locks.  ``lock`` picks the
     lock design (None: the profile's own), ``search`` the kernel's aligned
     search ("kernel") or the exact lowest match ("lowest"), ``auto_purge``
-    whether free_lazy() and a failing alloc() purge by themselves, ``trace`` a
+    whether free_lazy() and a failing alloc() purge by themselves, ``walk``
+    find()'s node walk ("kernel", the default: find_vmap_area()'s, every node
+    on a miss; "bounded", for the global/rwlock/optimistic designs only: the
+    nodes whose zones an area holding the address can start in, bounded by
+    the widest area ever inserted, with the same answers), ``trace`` a
     stream to write the kernel's tracepoints to (vmap_core.trace.Recorder).
 
     Costs, n busy areas, m free blocks: alloc O(log m + log n) for
     align <= page_size; free O(log m + log n) plus the node walk; find
-    O(log n) in the first node tried, O(nr_nodes log n) for a miss.
+    O(log n) in the first node tried, O(nr_nodes log n) for a miss
+    (walk="bounded": O(min(nr_nodes, widest / zone_size + 2) log n)).
     """
     cdef space_t* sp
     cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
-    cdef readonly object lazy_max_pages, on_purge, kernel, search, auto_purge
+    cdef readonly object lazy_max_pages, on_purge, kernel, search, auto_purge, walk
     cdef dict _callers          # start -> caller tag, for the areas given one
     cdef object _rec            # vmap_core.trace.Recorder, or None
     cdef object _flushing       # the thread running on_purge, or None
@@ -382,7 +387,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def __init__(self, start, end, *, page_size=4096, nr_nodes=None, zone_size=None,
                  lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None,
-                 auto_purge=True, trace=None):
+                 auto_purge=True, walk=None, trace=None):
         cdef space_t* s
         cdef va_t* va
         cdef unsigned k
@@ -401,6 +406,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         (profile, lock, search, nr_nodes, zone_size,
          lazy_max_pages) = _reference.check_config(start, end, page_size, nr_nodes, zone_size,
                                                    lazy_max_pages, lock, kernel, search)
+        walk = _reference.check_walk(walk, lock)
 
         s = <space_t*>vm_calloc(1, sizeof(space_t))
         if s == NULL:
@@ -430,9 +436,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
         s.search_lowest = search == "lowest"
-        # find()'s walk is the kernel's; the bounded walk (space_find_bounded())
-        # is switched on only through _testhooks.set_bounded_walk() for now.
-        s.walk_bounded = False
+        # find()'s walk: the kernel's, or (walk="bounded") space_find_bounded().
+        s.walk_bounded = walk == "bounded"
         s.walk_down = profile.walk_down
         s.decay_keeps_small = profile.decay_keeps_small
         s.lazy_merge = profile.lazy_merge
@@ -453,6 +458,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         self.nr_nodes, self.zone_size, self.lock = nr_nodes, zone_size, lock
         self.lazy_max_pages, self.on_purge = lazy_max_pages, on_purge
         self.kernel, self.search, self.auto_purge = profile.name, search, auto_purge
+        self.walk = walk
         self._callers = {}
         self.load_notes = []
         self._flushing = None

@@ -29,7 +29,7 @@ from typing import (TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, TypeVa
 from . import profiles
 from ._errors import OnPurgeError, VmapExhausted, on_purge_error
 from .freetree import Node, VaTree, nva_start
-from .types import LockMode, SearchMode, SpaceState, SpaceStats, UsercopyMode
+from .types import LockMode, SearchMode, SpaceState, SpaceStats, UsercopyMode, WalkMode
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -49,7 +49,7 @@ LOCK_MODES: tuple[LockMode, ...] = profiles.lock_modes()
 #: ``trace`` is the one keyword not carried: a copy records nothing (a stream
 #: does not pickle, and two spaces writing one trace could not be replayed).
 SPACE_INIT_ARGS = ("page_size", "nr_nodes", "zone_size", "lock", "lazy_max_pages", "on_purge",
-                   "kernel", "search", "auto_purge")
+                   "kernel", "search", "auto_purge", "walk")
 NOT_COPIED_ARGS = ("trace",)
 STATE_VERSION = 2             # 2: the free tree's shape is part of the state
 
@@ -261,6 +261,31 @@ def check_config(start: int, end: int, page_size: int, nr_nodes: int | None,
     return profile, lock_mode, search_mode, nr_nodes, zone_size, lazy_max_pages
 
 
+# The lock designs no kernel shipped: the ones that may leave find_vmap_area()'s walk.
+BOUNDED_WALK_LOCKS = ("global", "rwlock", "optimistic")
+
+
+def check_walk(walk: object, lock: LockMode) -> WalkMode:
+    """The constructor's ``walk``: None or "kernel" is find_vmap_area()'s walk
+    (every node on a miss: its cost is what the kernel profiles model);
+    "bounded" visits only the nodes whose zones an area holding the address
+    can start in (the widest area ever inserted bounds it), with the same
+    answers: for the designs no kernel shipped only."""
+    if walk is None:
+        return "kernel"
+    if not isinstance(walk, str):
+        raise TypeError(f"walk must be a str or None, not {type(walk).__name__}")
+    if walk == "kernel":
+        return "kernel"
+    if walk != "bounded":
+        raise ValueError(f"walk must be 'kernel', 'bounded' or None, not {walk!r}")
+    if lock not in BOUNDED_WALK_LOCKS:
+        raise ValueError(f"walk='bounded' is for the designs no kernel shipped "
+                         f"{BOUNDED_WALK_LOCKS}; lock={lock!r} keeps find_vmap_area()'s "
+                         f"walk, whose cost it models")
+    return "bounded"
+
+
 def make_recorder(trace: object, space: Any) -> Recorder | None:
     """A vmap_core.trace.Recorder for the trace= argument (a writable text
     stream, or a Recorder), or None."""
@@ -297,17 +322,18 @@ class ReferenceSpace:
                  lazy_max_pages: SupportsIndex | None = None,
                  on_purge: OnPurge | None = None, kernel: str | None = None,
                  search: SearchMode | None = None, auto_purge: bool = True,
+                 walk: WalkMode | None = None,
                  trace: SupportsWrite[str] | Recorder | None = None) -> None:
         self._init(_index(start, "start"), _index(end, "end"), _index(page_size, "page_size"),
                    None if nr_nodes is None else _index(nr_nodes, "nr_nodes"),
                    None if zone_size is None else _index(zone_size, "zone_size"), lock,
                    None if lazy_max_pages is None else _index(lazy_max_pages, "lazy_max_pages"),
-                   on_purge, kernel, search, auto_purge, trace)
+                   on_purge, kernel, search, auto_purge, trace, walk)
 
     def _init(self, start: int, end: int, page_size: int, nr_nodes: int | None,
               zone_size: int | None, lock: object, lazy_max_pages: int | None,
               on_purge: object, kernel: object, search: object, auto_purge: object,
-              trace: object) -> None:
+              trace: object, walk: object = None) -> None:
         if on_purge is not None and not callable(on_purge):
             raise TypeError("on_purge must be callable or None")
         if not isinstance(auto_purge, bool):
@@ -315,6 +341,7 @@ class ReferenceSpace:
         (profile, lock_mode, search_mode, nodes, zone,
          max_pages) = check_config(start, end, page_size, nr_nodes, zone_size,
                                    lazy_max_pages, lock, kernel, search)
+        walk_mode = check_walk(walk, lock_mode)
 
         self.start: int = start
         self.end: int = end
@@ -327,6 +354,7 @@ class ReferenceSpace:
         self.kernel: str = profile.name
         self.search: SearchMode = search_mode
         self.auto_purge: bool = auto_purge
+        self.walk: WalkMode = walk_mode    # the same answers either way: no other effect here
         self._profile = profile
         self._busy: dict[int, int] = {}        # start -> end
         self._busy_starts: list[int] = []      # sorted

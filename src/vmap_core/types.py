@@ -12,6 +12,7 @@ LockMode = Literal["node", "global", "rwlock", "optimistic", "split"]
 v6.8's three locks, for ``kernel="6.8"`` only; the others need nodes)."""
 
 SearchMode = Literal["kernel", "lowest"]
+WalkMode = Literal["kernel", "bounded"]
 """``search=`` of a space: the kernel's aligned search (find_vmap_lowest_match(),
 which depends on the free tree's shape) or the exact lowest match."""
 
@@ -68,4 +69,5 @@ class SpaceState(TypedDict):
     load_notes: list[str]
 
 
-__all__ = ["CoreStats", "LockMode", "SearchMode", "SpaceState", "SpaceStats", "UsercopyMode"]
+__all__ = ["CoreStats", "LockMode", "SearchMode", "SpaceState", "SpaceStats", "UsercopyMode",
+           "WalkMode"]
