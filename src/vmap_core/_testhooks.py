@@ -10,7 +10,7 @@ imports nothing.  A new hook is one more keyword of ``_install()`` in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 _HOOKS: dict[str, Callable[..., Any]] = {}
 
@@ -40,13 +40,13 @@ def debug_corrupt(space: Any, kind: str) -> None:
 def fit_cache(space: Any) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
     """The fit cache of an aligned search="lowest" space (_freetree.pxi): per
     (size, align) class, (size, align, floor, [(hole_start, hole_end), ...])."""
-    return _hook("fit_cache")(space)
+    return cast("list[tuple[int, int, int, list[tuple[int, int]]]]", _hook("fit_cache")(space))
 
 
 def search_tests(space: Any) -> int:
     """Free blocks tested by search="lowest" walks so far (the cost the fit
     cache bounds)."""
-    return _hook("search_tests")(space)
+    return int(_hook("search_tests")(space))
 
 
 def set_bounded_walk(space: Any, on: bool) -> None:
