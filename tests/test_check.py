@@ -61,6 +61,9 @@ MESSAGES = {
     "tiling_start": "tiling: free and busy blocks do not begin at start",
     "tiling": "tiling: a gap or an overlap between blocks",
     "tiling_end": "tiling: free and busy blocks do not reach end",
+    "fit_holes": "fit cache: too many holes",
+    "fit_hole_order": "fit cache: holes out of order, or not below the floor",
+    "fit_floor": "fit cache: a block that fits lies below the floor, in no hole",
 }
 # Messages no corruption can reach, because an earlier check always fires
 # first: list_verify() runs after rb_count() matched the count, and a list

@@ -430,6 +430,24 @@ cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
         s.lazy_nr += 1
     elif strcmp(kind, "slab") == 0:
         s.slab.in_use += 1
+    elif strcmp(kind, "fit_holes") == 0:
+        # The fit cache (_freetree.pxi): one class claiming more holes than it has room for.
+        fc_reset(s)
+        s.fcache[0].szm1, s.fcache[0].align = s.page_size - 1, s.page_size
+        s.fcache[0].floor, s.fcache[0].nholes = s.start, FC_HOLES + 1
+    elif strcmp(kind, "fit_hole_order") == 0:
+        fc_reset(s)
+        s.fcache[0].szm1, s.fcache[0].align = s.page_size - 1, s.page_size
+        s.fcache[0].floor, s.fcache[0].nholes = s.start, 1
+        s.fcache[0].holes[0].start = s.start        # a hole that is not below the floor
+        s.fcache[0].holes[0].last = s.start
+    elif strcmp(kind, "fit_floor") == 0:
+        # A floor above a fitting free block, with no hole for it.
+        if root == NULL:
+            return "needs a free block"
+        fc_reset(s)
+        s.fcache[0].szm1, s.fcache[0].align = s.page_size - 1, s.page_size
+        s.fcache[0].floor, s.fcache[0].nholes = s.last, 0
     elif strcmp(kind, "lazy_color") == 0:
         c = node_with_lazy(s)
         if c < 0:
