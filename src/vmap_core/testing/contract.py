@@ -452,12 +452,6 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
         self._free("free", end - 1 if offset < 0 else min(addr + offset, end - 1))
     ns["free_inside"] = free_inside
 
-    @rule(addr=vst.addresses(g))
-    def free_anywhere(self: Any, addr: int) -> None:
-        """free() of any address."""
-        self._free("free", addr)
-    ns["free_anywhere"] = free_anywhere
-
     @rule(first=areas, count=st.integers(1, 6), order=st.permutations(range(6)))
     def free_many(self: Any, first: int, count: int, order: list[int]) -> None:
         """Free a run of neighbouring busy areas in some order (merges both ways)."""
@@ -475,18 +469,17 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
             self.both("node_of", addr)
     ns["_find"] = _find
 
-    @rule(addr=areas, where=st.integers(0, 1023).map(lambda k: Fraction(k, 1024))
-          | st.integers(0, vst.TOP - 1))
-    def find_inside(self: Any, addr: int, where: Fraction | int) -> None:
-        """find() anywhere inside an area (k/1024 of the way in, or any offset)."""
-        self._find(_inside_at(addr, self.spans[addr], where))
-    ns["find_inside"] = find_inside
-
-    @rule(addr=areas, edge=st.sampled_from(vst.EDGES))
-    def find_edge(self: Any, addr: int, edge: str) -> None:
-        """find() at an edge of an area or of the zones it spans."""
-        self._find(vst.edge_address(g, addr, self.spans[addr], edge))
-    ns["find_edge"] = find_edge
+    @rule(addr=areas, where=st.sampled_from(vst.EDGES)
+          | st.integers(0, 1023).map(lambda k: Fraction(k, 1024)) | st.integers(0, vst.TOP - 1))
+    def find_in(self: Any, addr: int, where: str | Fraction | int) -> None:
+        """find() at an edge of an area or of the zones it spans (an EDGES
+        name), k/1024 of the way in, or at any offset inside."""
+        end = self.spans[addr]
+        if isinstance(where, str):
+            self._find(vst.edge_address(g, addr, end, where))
+        else:
+            self._find(_inside_at(addr, end, where))
+    ns["find_in"] = find_in
 
     @rule(hole=st.integers(0, 255), where=st.integers(0, vst.TOP - 1))
     def find_hole(self: Any, hole: int, where: int) -> None:
@@ -497,11 +490,21 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
             self._find(s + where % (e - s))
     ns["find_hole"] = find_hole
 
-    @rule(addr=vst.addresses(g))
-    def find_anywhere(self: Any, addr: int) -> None:
-        """find() of any address, in the space or not."""
-        self._find(addr)
-    ns["find_anywhere"] = find_anywhere
+    anywhere = ["free", "find"] + [m for m in ("free_lazy", "caller_of") if has(m)]
+
+    @rule(method=st.sampled_from(anywhere), addr=vst.addresses(g))
+    def at_any_address(self: Any, method: str, addr: int) -> None:
+        """free(), find() (with node_of()), free_lazy() or caller_of() of any
+        address, in the space or not."""
+        if method == "find":
+            self._find(addr)
+        elif method == "free_lazy":
+            self._free_lazy(addr)
+        elif method == "free":
+            self._free("free", addr)
+        else:
+            self.both(method, addr)
+    ns["at_any_address"] = at_any_address
 
     methods = ("alloc", "free", "find") + (("node_of",) if has("node_of") else ())
 
@@ -565,12 +568,6 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
             self._free_lazy(addr)
         ns["free_lazy"] = free_lazy
 
-        @rule(addr=vst.addresses(g))
-        def free_lazy_anywhere(self: Any, addr: int) -> None:
-            """free_lazy() of any address."""
-            self._free_lazy(addr)
-        ns["free_lazy_anywhere"] = free_lazy_anywhere
-
     if has("purge"):
         @rule(full=st.sampled_from([False, True, 0, None]))
         def purge(self: Any, full: Any) -> None:
@@ -587,7 +584,7 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
         ns["drain_pools"] = drain_pools
 
     if has("areas"):
-        @rule(from_addr=vst.addresses(g) | st.sampled_from([-1, vst.TOP, 1.5]))
+        @rule(from_addr=st.one_of(vst.addresses(g), st.sampled_from([-1, vst.TOP, 1.5])))
         def walk_areas(self: Any, from_addr: Any) -> None:
             """list(areas(from_addr)) on both, compared."""
             def walk(space: Any) -> tuple[Any, BaseException | None]:
@@ -609,12 +606,6 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
             """caller_of() an area's start."""
             self.both("caller_of", addr)
         ns["caller_of"] = caller_of
-
-        @rule(addr=vst.addresses(g))
-        def caller_of_anywhere(self: Any, addr: int) -> None:
-            """caller_of() any address."""
-            self.both("caller_of", addr)
-        ns["caller_of_anywhere"] = caller_of_anywhere
 
     @invariant()
     def same_structure(self: Any) -> None:

@@ -286,18 +286,17 @@ def bad_calls(g: Geometry, methods: tuple[str, ...] = ("alloc", "free", "find")
     for arg in size/align/vstart/vend, and free(v) / find(v) / any other
     one-address method in methods."""
     values = bad_values(g)
-    options: list[Call] = []
+    per_method: list[st.SearchStrategy[Call]] = []
     if "alloc" in methods:
-        for which in ("size", "align", "vstart", "vend"):
-            for kind, v in values[which]:
-                if which == "size":
-                    options.append(Call("alloc", (v,), {}, kind))
-                else:
-                    options.append(Call("alloc", (g.page_size,), {which: v}, kind))
-    for m in methods:
-        if m != "alloc":
-            options += [Call(m, (v,), {}, kind) for kind, v in values["addr"]]
-    return st.sampled_from(options)
+        # each argument as likely as the others, as each method
+        per_method.append(st.one_of(
+            st.sampled_from([Call("alloc", (v,), {}, kind) for kind, v in values["size"]]),
+            *[st.sampled_from([Call("alloc", (g.page_size,), {which: v}, kind)
+                               for kind, v in values[which]])
+              for which in ("align", "vstart", "vend")]))
+    per_method += [st.sampled_from([Call(m, (v,), {}, kind) for kind, v in values["addr"]])
+                   for m in methods if m != "alloc"]
+    return st.one_of(per_method)
 
 
 # -- whole sequences ---------------------------------------------------------
