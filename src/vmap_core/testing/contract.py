@@ -323,7 +323,9 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
         self.spans = {}
         kw = contract.space_configuration(self._flush_callback(0))
         self.space = contract.make_space(**kw)
-        self.ref = contract.make_reference(**contract.configuration(self._flush_callback(1)))
+        # no flush callback for the reference where yours takes none
+        ref_flush = self._flush_callback(1) if "on_purge" in kw else None
+        self.ref = contract.make_reference(**contract.configuration(ref_flush))
         if has("stats"):
             mine = set(self.space.stats())
             self.stats_keys = tuple(k for k in stats_keys if k in mine)
