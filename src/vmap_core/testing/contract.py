@@ -173,7 +173,8 @@ class VmapContract(unittest.TestCase):
         range, compared between both sides; "raise": also raise from every
         third flush (an OnPurgeError must be reported the same way); "check":
         call ``check()`` from inside the flush and compare the lazy pages and
-        free blocks seen there; None: pass no callback.
+        free blocks seen there; None: pass no callback.  Only where your
+        constructor takes ``on_purge`` (else neither side gets one).
     ``space_kwargs``
         Extra keyword arguments for your constructor only.
     ``features``
