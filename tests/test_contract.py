@@ -72,8 +72,8 @@ def test_highest_fit_fails_with_a_short_counterexample():
     # a free), then an allocation that the lowest fit puts lower than yours
     assert 2 <= len(steps) <= 4, steps
     assert "alloc" in steps[0] and "alloc" in steps[-1], steps
-    got = re.search(r"yours returned (\d+), reference (\d+)", str(err))
-    assert got and int(got[1]) > int(got[2]), err
+    got = re.search(r"yours returned (0x[0-9a-f]+), reference (0x[0-9a-f]+)", str(err))
+    assert got and int(got[1], 16) > int(got[2], 16), err
 
 
 def test_forgotten_merge_fails_with_a_short_counterexample():

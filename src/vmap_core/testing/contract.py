@@ -300,6 +300,11 @@ class VmapContract(unittest.TestCase):
         run_state_machine_as_test(self.state_machine(), settings=self.hypothesis_settings())
 
 
+def _show(value: Any) -> str:
+    """A result as the message shows it: addresses in hex."""
+    return hex(value) if type(value) is int else repr(value)
+
+
 def _inside_at(start: int, end: int, where: Fraction | int) -> int:
     if isinstance(where, Fraction):
         return start + int((end - start) * where)
@@ -394,7 +399,7 @@ def _machine_class(contract: type[VmapContract], features: frozenset[str]
             raise AssertionError(f"{label}: reference returned {r!r}, yours raised {cexc!r}") \
                 from cexc
         assert normalise(name, c) == normalise(name, r), \
-            f"{label}: yours returned {c!r}, reference {r!r}"
+            f"{label}: yours returned {_show(c)}, reference {_show(r)}"
         return r
     ns["both"] = both
 
