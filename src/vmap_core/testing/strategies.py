@@ -18,6 +18,7 @@ window, the first area.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -232,9 +233,9 @@ exception it must raise.  ``free`` of an address that starts no busy area
 
 
 def _numpy_values(g: Geometry) -> dict[str, list[tuple[str, object]]]:
-    try:
-        import numpy as np
-    except ImportError:  # numpy is optional: its scalars are one more input kind
+    try:  # numpy is optional: its scalars are one more input kind
+        np: Any = importlib.import_module("numpy")
+    except ImportError:
         return {}
     p, s, e = g.page_size, g.start, g.end
     return {
