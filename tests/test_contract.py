@@ -59,6 +59,15 @@ def test_a_correct_plain_allocator_passes():
     run(case)
 
 
+def test_alloc_free_find_alone_is_enough():
+    """Declared with no feature at all: only results, exceptions, len() and
+    the busy areas are compared (no free_areas(), no copies)."""
+    case = contract(PlainSpace, features=frozenset(), max_examples=20)
+    machine = case.state_machine()
+    assert not hasattr(machine, "copy_both") and not hasattr(machine, "free_lazy")
+    run(case)
+
+
 def test_the_reference_passes_with_every_feature():
     case = contract(ReferenceSpace, nr_nodes=3, zone_size=4096, lazy_max_pages=10,
                     search=None, max_examples=30)
