@@ -37,7 +37,7 @@ def state(s, shape=True):
 
 # An alloc() that fails after its change is undone by freeing the new area:
 # the same areas, blocks, pools and counts, but the rebalancing may leave the
-# free tree shaped differently (the README on memory failure says so).
+# free tree shaped differently (docs/guarantees.md on memory failure says so).
 UNDONE_BY_FREE = ("alloc", "alloc_pool_miss", "alloc_range", "alloc_aligned", "grow_slab")
 
 

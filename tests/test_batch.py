@@ -86,3 +86,28 @@ def test_check_copy(space):
         space.check_copy(a.start, 1.5)
     with pytest.raises(TypeError):
         space.check_copy("x", 1)
+
+
+@pytest.mark.parametrize("kernel,lock", [(k, lk) for k in ("6.9", "6.16") for lk in LOCKS]
+                         + [("6.8", "split"), ("6.8", "optimistic")])
+@pytest.mark.parametrize("nr_nodes,zone", [(1, 16), (2, 1), (7, 3)])
+def test_find_many_batches_match_find(kernel, lock, nr_nodes, zone):
+    """The interleaved descents (several in flight, grouped by first node,
+    chunks of 64): every length around the chunk and group sizes, hits in
+    every node, areas spanning zones (found by the walk), misses everywhere."""
+    import random
+    rng = random.Random(nr_nodes * 100 + zone)
+    nodes = None if kernel == "6.8" else nr_nodes
+    s = VmapSpace(1 << 32, (1 << 32) + (1 << 24), nr_nodes=nodes, zone_size=zone * P,
+                  lock=lock, kernel=kernel)
+    starts = [s.alloc(rng.randint(1, 9) * P) for _ in range(600)]
+    for a in rng.sample(starts, 150):
+        s.free(a)
+    pool = ([a + rng.randrange(9 * P) for a in starts] + [rng.randrange(1 << 32, (1 << 32) + (1 << 24))
+            for _ in range(200)] + [0, 2**64 - 1, (1 << 32) - 1])
+    for n in (1, 7, 15, 16, 17, 63, 64, 65, 129, len(pool)):
+        addrs = array.array("Q", rng.sample(pool, n))
+        want = [a.start if a else MISS for a in map(s.find, addrs)]
+        assert list(s.find_many(addrs)) == want, n
+    assert any(x == MISS for x in s.find_many(array.array("Q", pool)))
+    s.check()

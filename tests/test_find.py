@@ -150,3 +150,42 @@ def test_find_matches_brute_force(impl, data):
         hit = [(a, e) for a, e in live.items() if a <= addr < e]
         got = s.find(addr)
         assert (span(got) if got is not None else None) == (hit[0] if hit else None), hex(addr)
+
+
+@pytest.mark.parametrize("lock", ["node", "global", "rwlock", "optimistic"])
+@pytest.mark.parametrize("nr_nodes,zone_pages", [(3, 1), (8, 2), (128, 16)])
+def test_bounded_walk_finds_what_the_kernel_walk_finds(lock, nr_nodes, zone_pages):
+    """The bounded walk (space_find_bounded(), switched on by a hook: it is
+    not the kernel's cost model) visits only the nodes of the zones within the
+    widest area ever inserted; kernel "node" keeps the full walk.
+    Areas wider than several zones, frees, pooled reuse and misses (inside
+    and outside the space): every answer equals the kernel walk's."""
+    import array
+    import random
+    from vmap_core import MISS, VmapSpace
+    P = 4096
+    rng = random.Random(nr_nodes + zone_pages)
+    kw = dict(nr_nodes=nr_nodes, zone_size=zone_pages * P)
+    from vmap_core import _testhooks
+    bounded = VmapSpace(1 << 32, (1 << 32) + (1 << 24), lock=lock, **kw)
+    _testhooks.set_bounded_walk(bounded, True)
+    kernel = VmapSpace(1 << 32, (1 << 32) + (1 << 24), lock="node", **kw)
+    live = []
+    for step in range(400):
+        if live and rng.random() < 0.35:
+            a = live.pop(rng.randrange(len(live)))
+            lazy = rng.random() < 0.3
+            for s in (bounded, kernel):
+                s.free_lazy(a) if lazy else s.free(a)
+        else:
+            size = rng.choice([1, 2, 3, 40]) * P if step != 200 else 300 * P
+            got = {s.alloc(size, cpu=step % nr_nodes) for s in (bounded, kernel)}
+            assert len(got) == 1
+            live.append(got.pop())
+        if step % 100 == 99:
+            qs = [rng.randrange((1 << 32) - P, (1 << 32) + (1 << 22)) for _ in range(500)]
+            qs += [0, 2**64 - 1, (1 << 32) + (1 << 24)]
+            want = [a.start if (a := kernel.find(q)) else MISS for q in qs]
+            assert [a.start if (a := bounded.find(q)) else MISS for q in qs] == want
+            assert list(bounded.find_many(array.array("Q", qs))) == want
+    bounded.check()

@@ -2,7 +2,7 @@
 
 Native writers (stress_native: alloc, free, lazy free, purge without the GIL)
 churn a space whose tiny zones spread areas over many nodes; meanwhile the
-main thread takes every view and checks what the README promises: one state
+main thread takes every view and checks what docs/guarantees.md promises: one state
 the space was really in, so no two areas overlap and no area is in two
 states.  Before the fix the busy view was copied node by node and showed
 areas freed from one node overlapping areas allocated in another.

@@ -40,8 +40,10 @@ def test_python_threads_alloc_free_find(lock):
                     area = space.find(rng.randrange(start, end))
                     assert area is not None and (area.start, area.end) == (start, end)
                 else:
-                    starts = array.array("Q", [s for s, _ in mine[:64]])
-                    assert list(space.find_many(starts)) == list(starts)
+                    # Interior addresses too, over several chunks of the batched lookup.
+                    picks = [rng.choice(mine) for _ in range(rng.randint(1, 150))]
+                    addrs = array.array("Q", [rng.randrange(s, e) for s, e in picks])
+                    assert list(space.find_many(addrs)) == [s for s, _ in picks]
         except BaseException as e:       # reported by the main thread
             errors.append(e)
         owned.extend(mine)

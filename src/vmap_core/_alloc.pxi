@@ -38,6 +38,7 @@ cdef alloc_status_t carve_and_publish(space_t* s, va_t* va, uint64_t nva, uint64
     vm_store_u64(&busy.start, nva)
     vm_store_u64(&busy.last, nva + szm1)
     busy.aux = tag
+    vm_atomic_max_u64(&s.widest, szm1)      # before the area can be seen (bounded walk)
     vn = &s.nodes[addr_to_node_id(s, nva)]
     if s.global_lock != NULL:
         bt_insert(vn, busy)             # the one lock is already held

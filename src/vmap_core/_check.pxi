@@ -104,6 +104,36 @@ cdef int block_cmp(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+cdef const char* fc_verify(space_t* s) noexcept nogil:
+    """The fit cache's invariant (_freetree.pxi): a free block that fits a
+    class and starts below its floor starts inside one of its holes; holes
+    sorted and disjoint."""
+    cdef int w
+    cdef unsigned i
+    cdef fit_cache_t* e
+    cdef va_t* n
+    for w in range(FC_WAYS):
+        e = &s.fcache[w]
+        if e.align == 0:
+            continue
+        if e.nholes > FC_HOLES:
+            return "fit cache: too many holes"
+        for i in range(e.nholes):
+            if e.holes[i].start > e.holes[i].last or (
+                    i > 0 and e.holes[i - 1].last >= e.holes[i].start) or e.holes[i].last >= e.floor:
+                return "fit cache: holes out of order, or not below the floor"
+        n = rb_first(s.free_root.node)
+        i = 0
+        while n != NULL and n.start < e.floor:
+            if fc_fits(n.start, n.last, e.szm1, e.align):
+                while i < e.nholes and e.holes[i].last < n.start:
+                    i += 1
+                if i == e.nholes or e.holes[i].start > n.start:
+                    return "fit cache: a block that fits lies below the floor, in no hole"
+            n = n.next
+    return NULL
+
+
 cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
     """Everything check() promises; blocks has room for every record in use."""
     cdef int bh = 0
@@ -122,6 +152,9 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
     if rb_count(s.free_root.node) != s.nr_free:
         return "counts: the free tree does not hold nr_free blocks"
     err = list_verify(s.free_root.node, s.nr_free)
+    if err != NULL:
+        return err
+    err = fc_verify(s)
     if err != NULL:
         return err
     n = rb_first(s.free_root.node)

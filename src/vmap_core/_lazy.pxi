@@ -115,6 +115,7 @@ cdef alloc_status_t space_alloc_pooled(space_t* s, unsigned node, uint64_t szm1,
 cdef void publish_busy(space_t* s, va_t* va) noexcept nogil:
     """Insert a record that left a pool into the busy tree of its node."""
     cdef vnode_t* bn = &s.nodes[addr_to_node_id(s, va.start)]
+    vm_atomic_max_u64(&s.widest, va.last - va.start)
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     busy_lock(s, bn)

@@ -2,6 +2,10 @@
 # node, each under the node's own lock (mm/vmalloc.c, struct vmap_node).  The
 # list links reuse prev/next, which a busy record does not need for the free tree.
 
+cdef extern from *:
+    void vm_prefetch "__builtin_prefetch"(const void* p) nogil
+
+
 cdef void tree_insert(rb_root_t* root, size_t* count, va_t* va) noexcept nogil:
     """insert_vmap_area(): into a tree (and list) of areas keyed by start."""
     cdef va_t* n = root.node
@@ -57,14 +61,16 @@ cdef inline va_t* bt_lookup(vnode_t* vn, uint64_t addr) noexcept nogil:
 
 
 cdef inline va_t* bt_lookup_root(rb_root_t* root, uint64_t addr) noexcept nogil:
+    """The descent, branch-free: one well-predicted test (start <= addr <= last,
+    as one unsigned compare), the child picked by index (left and right are
+    adjacent), both children prefetched while this node is compared."""
     cdef va_t* n = root.node
     while n != NULL:
-        if addr < n.start:
-            n = n.left
-        elif addr > n.last:
-            n = n.right
-        else:
+        vm_prefetch(n.left)
+        vm_prefetch(n.right)
+        if addr - n.start <= n.last - n.start:
             return n
+        n = (<va_t**>&n.left)[addr > n.start]
     return NULL
 
 
@@ -81,6 +87,7 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
     0 not found, -1 gave up.  The result means something only if the node's
     seq did not move meanwhile; the records it may touch are type-stable."""
     cdef va_t* n = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    cdef va_t* kids[2]
     cdef uint64_t st, la
     cdef int depth = 0
     while n != NULL:
@@ -88,16 +95,16 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
         if depth > RB_MAX_DEPTH:
             return -1
         st = vm_load_u64(&n.start)
-        if addr < st:
-            n = <va_t*>vm_load_ptr(<void**>&n.left)
-            continue
         la = vm_load_u64(&n.last)
-        if addr > la:
-            n = <va_t*>vm_load_ptr(<void**>&n.right)
-        else:
+        kids[0] = <va_t*>vm_load_ptr(<void**>&n.left)
+        kids[1] = <va_t*>vm_load_ptr(<void**>&n.right)
+        vm_prefetch(kids[0])            # a prefetch never faults, even on a stale pointer
+        vm_prefetch(kids[1])
+        if addr >= st and addr <= la:
             start[0] = st
             last[0] = la
             return 1
+        n = kids[addr > st]             # the child by index, as bt_lookup_root()
     return 0
 
 
@@ -141,12 +148,56 @@ cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil
     return i + 1 if i + 1 < s.nr_nodes else 0
 
 
+cdef inline uint64_t zone_of(const space_t* s, uint64_t addr) noexcept nogil:
+    if s.zone_shift >= 0:
+        return addr >> s.zone_shift
+    return addr // s.zone_size
+
+
+cdef int space_find_bounded(space_t* s, uint64_t addr, uint64_t* start,
+                            uint64_t* last) noexcept nogil:
+    """Not the kernel's walk (off unless switched on: _testhooks.set_bounded_walk()): an area holding
+    addr starts in [addr - widest, addr], widest the largest span ever put in
+    a busy tree, so only the nodes of those zones can hold it; they are tried
+    from addr's own zone down.  The answer is find()'s (areas do not overlap:
+    at most one holds addr); a miss costs those nodes, not all of them.
+    widest only grows and is raised before an area is published, so every
+    area in place when the call starts is within it.  -1: the zones cover
+    every node (the kernel's walk then)."""
+    cdef uint64_t w = vm_load_u64(&s.widest)
+    cdef uint64_t z, zlo
+    cdef bint found = False
+    if addr < s.start or addr > s.last:
+        return 0                        # no area lies outside the space
+    z = zone_of(s, addr)
+    zlo = zone_of(s, addr - w if addr - s.start > w else s.start)
+    if z - zlo >= s.nr_nodes:
+        return -1
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    while True:
+        found = node_find(s, &s.nodes[z % s.nr_nodes], addr, start, last)
+        if found or z == zlo:
+            break
+        z -= 1
+    if s.global_lock != NULL:
+        vm_unlock(s.global_lock)
+    return found
+
+
 cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:
     """find_vmap_area(): start at addr's node, then the others, wrapping
     around; the bounds are copied out while the node cannot change."""
-    cdef unsigned i = addr_to_node_id(s, addr)
-    cdef unsigned first = i
+    cdef unsigned i
+    cdef unsigned first
     cdef bint found = False
+    cdef int rc
+    if s.walk_bounded:
+        rc = space_find_bounded(s, addr, start, last)
+        if rc >= 0:
+            return rc
+    i = addr_to_node_id(s, addr)
+    first = i
     if s.global_lock != NULL:
         lock_acquire(s.global_lock)
     while True:
@@ -217,3 +268,154 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
     return rc
+
+
+# find_many(): several descents in flight at once.  A lookup is a chain of
+# dependent cache misses; advancing FM_WIDTH descents one level each per step
+# (prefetching the next node of each) overlaps their misses.  Addresses go in
+# chunks of FM_CHUNK; a chunk's addresses are grouped by their first node and
+# each group is looked up under that node's reader rule, one node at a time
+# (a lock is held across at most FM_CHUNK descents, never two node locks at
+# once): "node" its spinlock, "rwlock" its read side, "optimistic" nothing,
+# then the node's seq validates the whole group (a group that saw a change
+# redoes its lookups one by one, with find()'s retries and fallback),
+# "global" the one lock over the chunk.  An address not found in its first
+# node continues with find()'s own walk (space_find()).  Each answer is thus
+# one find() would give: the same node order, the same reader rules.
+
+cdef enum:
+    FM_WIDTH = 16      # descents in flight
+    FM_CHUNK = 64      # addresses per chunk (the most a lock is held across)
+
+
+cdef inline void bt_lookup_group(va_t* root, const uint64_t* xs, const int* idx, int k,
+                                 uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """Up to FM_WIDTH descents of one node's tree (writers kept out by the caller)."""
+    cdef va_t* cur[FM_WIDTH]
+    cdef va_t* n
+    cdef int j, active = k
+    cdef uint64_t a
+    for j in range(k):
+        cur[j] = root
+    while active:
+        active = 0
+        for j in range(k):
+            n = cur[j]
+            if n == NULL:
+                continue
+            a = xs[idx[j]]
+            if a - n.start <= n.last - n.start:     # as bt_lookup_root(): branch-free
+                st[idx[j]] = n.start
+                la[idx[j]] = n.last
+                found[idx[j]] = 1
+                n = NULL
+            else:
+                n = (<va_t**>&n.left)[a > n.start]
+            cur[j] = n
+            if n != NULL:
+                vm_prefetch(n)
+                active += 1
+
+
+cdef inline void bt_lookup_group_racy(vnode_t* vn, const uint64_t* xs, const int* idx, int k,
+                                      uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """bt_lookup_racy() for up to FM_WIDTH addresses at once: atomic loads, each
+    descent bounded (found -1: gave up).  Meaningful only if vn.seq held still."""
+    cdef va_t* cur[FM_WIDTH]
+    cdef va_t* n
+    cdef va_t* root = <va_t*>vm_load_ptr(<void**>&vn.root.node)
+    cdef int j, depth = 0, active = k
+    cdef uint64_t a, s0, l0
+    for j in range(k):
+        cur[j] = root
+    while active:
+        depth += 1
+        active = 0
+        for j in range(k):
+            n = cur[j]
+            if n == NULL:
+                continue
+            if depth > RB_MAX_DEPTH:
+                found[idx[j]] = -1
+                cur[j] = NULL
+                continue
+            a = xs[idx[j]]
+            s0 = vm_load_u64(&n.start)
+            l0 = vm_load_u64(&n.last)
+            if a >= s0 and a <= l0:
+                st[idx[j]] = s0
+                la[idx[j]] = l0
+                found[idx[j]] = 1
+                n = NULL
+            else:                               # left and right are adjacent
+                n = <va_t*>vm_load_ptr((<void**>&n.left) + (a > s0))
+            cur[j] = n
+            if n != NULL:
+                vm_prefetch(n)
+                active += 1
+
+
+cdef void node_find_group(space_t* s, vnode_t* vn, const uint64_t* xs, const int* idx, int k,
+                          uint64_t* st, uint64_t* la, signed char* found) noexcept nogil:
+    """Look a group up in its first node, under that node's reader rule."""
+    cdef unsigned seq
+    cdef int j
+    if s.mode == LOCK_OPTIMISTIC:
+        seq = vm_read_seqbegin(&vn.seq)
+        bt_lookup_group_racy(vn, xs, idx, k, st, la, found)
+        if vm_read_seqretry(&vn.seq, seq):
+            vm_atomic_inc(&vn.read_retries)
+            for j in range(k):            # the node changed: one by one, as find() does
+                found[idx[j]] = <signed char>node_find(s, vn, xs[idx[j]], &st[idx[j]], &la[idx[j]])
+        else:
+            for j in range(k):
+                if found[idx[j]] < 0:
+                    found[idx[j]] = <signed char>node_find(s, vn, xs[idx[j]], &st[idx[j]],
+                                                           &la[idx[j]])
+        return
+    if s.mode == LOCK_RWLOCK:
+        read_lock_acquire(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        lock_acquire(&vn.lock)
+    bt_lookup_group(vn.root.node, xs, idx, k, st, la, found)
+    if s.mode == LOCK_RWLOCK:
+        vm_read_unlock(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+
+
+cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, uint64_t* la,
+                           signed char* found) noexcept nogil:
+    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la."""
+    cdef unsigned nid[FM_CHUNK]
+    cdef int idx[FM_WIDTH]
+    cdef signed char done[FM_CHUNK]
+    cdef int i, j, k
+    cdef unsigned node
+    for i in range(n):
+        nid[i] = addr_to_node_id(s, xs[i])
+        found[i] = 0
+        done[i] = 0
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    for i in range(n):
+        if done[i]:
+            continue
+        node = nid[i]
+        k = 0
+        for j in range(i, n):
+            if not done[j] and nid[j] == node:
+                done[j] = 1
+                idx[k] = j
+                k += 1
+                if k == FM_WIDTH:
+                    node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
+                    k = 0
+        if k:
+            node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
+    if s.global_lock != NULL:
+        vm_unlock(s.global_lock)
+    if s.nr_nodes > 1:
+        for i in range(n):
+            if not found[i]:
+                found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])

@@ -406,6 +406,7 @@ cdef int space_shape_free_tree(space_t* s, const shape_t* shape, size_t n) noexc
             path[shape[i].depth] = va
         for i in range(n, 0, -1):                  # children before their parents
             order[i - 1].aux = ft_subtree_max(order[i - 1])
+        fc_reset(s)                                # a new tree: the fit cache's facts go
     vm_unlock(s.free_lock)
     free(inorder)
     free(order)

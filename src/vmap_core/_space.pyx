@@ -430,6 +430,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.purge_lock = &s.locks[2]
         s.lazy_max_pages = lazy_max_pages
         s.search_lowest = search == "lowest"
+        # find()'s walk is the kernel's; the bounded walk (space_find_bounded())
+        # is switched on only through _testhooks.set_bounded_walk() for now.
+        s.walk_bounded = False
         s.walk_down = profile.walk_down
         s.decay_keeps_small = profile.decay_keeps_small
         s.lazy_merge = profile.lazy_merge
@@ -479,6 +482,19 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         area is tagged with that node.  When nothing fits, everything lazy is purged with full pool
         decay and the search retried once; then VmapExhausted.  ``caller``
         is an optional tag shown by vmallocinfo().
+
+        Cost: O(log m + log n) (m free blocks, n busy areas); with
+        ``search="lowest"`` an alignment above page_size adds O(log m) per
+        large-enough but misaligned block below the answer.
+
+        Raises:
+            TypeError: a non-integer argument.
+            ValueError: size not a positive multiple of page_size, align not
+                a power of two, vstart/vend outside [start, end], empty or
+                unaligned.
+            VmapExhausted: nothing fits, even after the purge and the retry.
+            OnPurgeError: on_purge raised during the overflow path's purge
+                (the allocation completed: its address is in ``result``).
         """
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr
@@ -558,8 +574,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         either cannot be made (MemoryError), the allocation is undone (and
         the pool of node put back in order if its miss rotated it), so that
         alloc() raises with the space's areas, pools and counts as they were
-        (the free tree holds the same blocks; its shape may differ, see the
-        README on memory failure)."""
+        (the free tree holds the same blocks; its shape may differ, see
+        docs/guarantees.md on memory failure)."""
         cdef uint64_t st, la
         try:
             result = <object>addr
@@ -591,7 +607,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         ``(addr, "pool")`` when node_alloc() would hand out the aligned head of
         the CPU's pool, ``(addr, "free")`` for the free tree's answer, or
         ``(None, "ENOENT")`` / ``(None, "ERANGE")`` when the first attempt
-        fails (before any purge).  The replay compares this with the kernel."""
+        fails (before any purge).  The replay compares this with the kernel.
+
+        Cost: as alloc() (no purge, no retry).
+
+        Raises:
+            TypeError, ValueError: as alloc().
+        """
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr = 0
         cdef alloc_status_t rc
@@ -614,7 +636,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         or an area of exactly that range taken out of a pool.  ``cpu`` tags it
         with node ``cpu % nr_nodes`` (where there are nodes), as a whole-range
         alloc() would.  ValueError when the range is not wholly free; returns
-        addr.  The replay uses it to follow the kernel where the model differs."""
+        addr.  The replay uses it to follow the kernel where the model differs.
+
+        Cost: O(log m + log n); an area taken from a pool adds a scan of the
+        pools.
+
+        Raises:
+            TypeError: a non-integer argument, a caller that is not a str.
+            ValueError: a bad size or cpu (as alloc()), or a range that is
+                unaligned, outside the space or not wholly free.
+        """
         cdef space_t* s = self._s()
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
@@ -680,7 +711,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return szm1, al, vs, vl
 
     def find(self, addr):
-        """find_vmap_area(): the busy area with ``start <= addr < end``, or None."""
+        """find_vmap_area(): the busy area with ``start <= addr < end``, or None.
+
+        Cost: O(log n) in the node the address maps to; an area held by
+        another node, or a miss, walks the other nodes (up to all of them,
+        each O(log n)).
+
+        Raises:
+            TypeError: addr is not an integer.
+            ValueError: addr is negative or >= 2**64.
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t start, last
         if space_find(self._s(), a, &start, &last):
@@ -706,6 +746,11 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """free_vmap_area(): free the busy area that starts at addr; returns it.
 
         KeyError if no busy area starts at addr (a double free included).
+
+        Cost: O(log m + log n) plus the node walk of find().
+
+        Raises:
+            TypeError, ValueError: addr as for find().
         """
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
@@ -732,7 +777,17 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         of its start), unmerged (v6.8: merged with lazy neighbours).  Its range
         is not reusable until a purge, which runs here (with auto_purge) when
         the lazy pages exceed lazy_max_pages.  KeyError as for free(); returns
-        the area."""
+        the area.
+
+        Cost: O(log n) plus the node walk of find(); a purge it triggers
+        costs what purge() costs.
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+            KeyError: no busy area starts at addr.
+            OnPurgeError: the purge it triggered called an on_purge that
+                raised (the free and the purge completed).
+        """
         addr = _index(addr, "addr")
         cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t start, last, nr_lazy = 0
@@ -765,7 +820,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         the 256 size classes and the purge is not full) or back to the free
         tree, merging.  Returns the number of lazy areas purged.  If on_purge
         raises, the purge still completes and OnPurgeError (chained to the
-        callback's exception) reports it."""
+        callback's exception) reports it.
+
+        Cost: O(k log m) for k lazy areas, plus the pools' decay.
+
+        Raises:
+            OnPurgeError: on_purge raised (the purge completed; ``result``
+                holds the count).
+            RuntimeError: called from inside on_purge.
+        """
         cdef size_t n, expected = 0
         cdef space_t* s = self._s()
         cdef unsigned k
@@ -826,7 +889,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def drain_pools(self):
         """The shrinker's scan: fully decay every node's pools back to the
-        free tree; returns the number of areas given back."""
+        free tree; returns the number of areas given back.
+
+        Cost: O(k log m) for k pooled areas.
+
+        Raises:
+            RuntimeError: called from inside on_purge.
+        """
         cdef space_t* s = self._s()
         cdef size_t n, expected = 0
         cdef unsigned k
@@ -845,7 +914,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     def areas(self, from_addr=0):
         """Busy areas in global address order, from the first that ends above
         from_addr (find_vmap_area_exceed_addr(), as vread_iter() walks).  Each
-        step finds its place anew, so other threads may alloc and free meanwhile."""
+        step finds its place anew, so other threads may alloc and free meanwhile.
+
+        Cost: O(nr_nodes log n) per step.
+
+        Raises:
+            TypeError, ValueError: from_addr as an address for find().
+        """
         cdef uint64_t addr = _u64(_index(from_addr, "from_addr"), "from_addr")
         return self._areas_from(addr)
 
@@ -860,7 +935,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def caller_of(self, addr):
         """The caller tag of the busy area that starts at addr (None if it has
-        none); KeyError if no busy area starts there."""
+        none); KeyError if no busy area starts there.
+
+        Cost: O(log n) plus the node walk of find().
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t start, last
         if not space_find(self._s(), a, &start, &last) or start != a:
@@ -868,7 +946,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return self._callers.get(a)
 
     def lazy_areas(self):
-        """Lazily freed areas not yet purged, in address order."""
+        """Lazily freed areas not yet purged, in address order.
+
+        Cost: O(k) for k lazy areas, one consistent snapshot.
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_LAZY)
         qsort(snap.sn.areas[1], snap.sn.n[1], sizeof(snap_area_t), snap_area_cmp)
         return _snap_areas(snap.sn.areas[1], snap.sn.n[1])
@@ -885,8 +966,34 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             out.append((a[i].node, a[i].start, <object>a[i].last + 1))
         return out
 
+    cdef list _debug_fit_cache(self):
+        """Test-only (vmap_core._testhooks.fit_cache): the fit cache's facts,
+        one (size, align, floor, [(hole_start, hole_end), ...]) per class."""
+        cdef space_t* s = self._s()
+        cdef fit_cache_t ways[FC_WAYS]
+        cdef fit_cache_t* e
+        cdef unsigned i
+        cdef int w
+        cdef list out = []
+        cdef list holes
+        lock_acquire(s.free_lock)
+        memcpy(ways, s.fcache, sizeof(ways))     # no Python object under the lock
+        vm_unlock(s.free_lock)
+        for w in range(FC_WAYS):
+            e = &ways[w]
+            if e.align == 0:
+                continue
+            holes = []
+            for i in range(e.nholes):
+                holes.append((e.holes[i].start, <object>e.holes[i].last + 1))
+            out.append((<object>e.szm1 + 1, e.align, e.floor, holes))
+        return out
+
     def pooled_areas(self):
-        """(area, node) for every area in a node's pool, in address order."""
+        """(area, node) for every area in a node's pool, in address order.
+
+        Cost: O(k) for k pooled areas, one consistent snapshot.
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_POOLED)
         cdef snap_area_t* a = snap.sn.areas[2]
         cdef size_t i
@@ -902,7 +1009,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         <size> <caller> pages=<n> vmalloc`` (the size with the guard page,
         pages= without it, no caller where none was given), then the lazily
         freed ones as ``unpurged vm_area``.  One consistent snapshot of both
-        (see the README on concurrent snapshots)."""
+        (see docs/guarantees.md on snapshots).
+
+        Cost: O(n log n) (each node's areas sorted).
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_BUSY | SNAP_LAZY)
         cdef snap_area_t* a = snap.sn.areas[0]
         cdef dict callers = self._callers
@@ -927,7 +1037,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """A space holding exactly the busy areas of a /proc/vmallocinfo dump
         (its text, or a path to one); see vmap_core.kernel.vmallocinfo.load.  What
         was done to build it (hidden or hashed addresses laid out anew, lines
-        skipped) is in the space's ``load_notes``."""
+        skipped) is in the space's ``load_notes``.
+
+        Cost: O(k log k) for a dump of k areas.
+
+        Raises:
+            ValueError: the dump holds no area, an area cannot be placed, or
+                the path is not a regular file or is over MAX_DUMP_BYTES.
+            TypeError: the argument is neither text nor a path.
+            OSError: the path cannot be read.
+        """
         from .kernel import vmallocinfo
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
@@ -955,7 +1074,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         """What holds addr: ``("busy", area, node)``, ``("free", block,
         None)``, ``("lazy", area, node)`` or ``("pooled", area, node)``; or
         ``(None, None, None)`` outside the space (or, from inside on_purge, in
-        an area the purge is flushing).  A pooled area costs a scan of the pools."""
+        an area the purge is flushing).  A pooled area costs a scan of the pools.
+
+        Cost: O(log) per tree tried; a pooled area costs a scan of the pools.
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef space_t* s = self._s()
         cdef uint64_t st, la
@@ -1006,7 +1131,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return None, None, None
 
     def node_of(self, addr):
-        """addr_to_node_id(): the node whose busy tree holds an area starting at addr."""
+        """addr_to_node_id(): the node whose busy tree holds an area starting at addr.
+
+        Cost: O(1).
+
+        Raises:
+            TypeError, ValueError: addr as for find().
+        """
         return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))
 
     def find_many(self, addrs, out=None):
@@ -1020,12 +1151,18 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         but a one-dimensional buffer of native unsigned 64-bit integers (None,
         a structured dtype, a released buffer included), ValueError when the
         lengths differ.
+
+        Cost: as find(), per address; the GIL is released for the whole batch.
         """
         cdef space_t* s = self._s()
         cdef Py_buffer a
         cdef Py_buffer o
-        cdef Py_ssize_t i, n
-        cdef uint64_t x, st, la
+        cdef Py_ssize_t i, n, j, k
+        cdef uint64_t x
+        cdef uint64_t xs[FM_CHUNK]
+        cdef uint64_t sts[FM_CHUNK]
+        cdef uint64_t las[FM_CHUNK]
+        cdef signed char found[FM_CHUNK]
         cdef const char* ap
         cdef char* op
         cdef Py_ssize_t astride, ostride
@@ -1044,14 +1181,44 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
                 op = <char*>o.buf
                 with nogil:
                     vm_nogil_enter()
+                    i = 0
+                    while i < n:            # chunks of several descents in flight
+                        k = n - i if n - i < FM_CHUNK else FM_CHUNK
+                        for j in range(k):
+                            # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
+                            memcpy(&xs[j], ap + (i + j) * astride, 8)
+                        space_find_chunk(s, xs, <int>k, sts, las, found)
+                        for j in range(k):
+                            x = sts[j] if found[j] else MISS_U64
+                            memcpy(op + (i + j) * ostride, &x, 8)
+                        i += k
+                    vm_nogil_exit()
+            finally:
+                PyBuffer_Release(&o)
+        finally:
+            PyBuffer_Release(&a)
+        return out
+
+    def _find_many_serial(self, addrs, out):
+        """find_many() one descent at a time (space_find() per address): kept
+        only so that benchmarks can measure what the interleaving gains."""
+        cdef space_t* s = self._s()
+        cdef Py_buffer a
+        cdef Py_buffer o
+        cdef Py_ssize_t i, n
+        cdef uint64_t x, st, la
+        _get_u64_buffer(addrs, &a, False, "addrs")
+        try:
+            _get_u64_buffer(out, &o, True, "out")
+            try:
+                n = _buffer_len(&a)
+                if _buffer_len(&o) != n or _buffer_stride(&a) != 8 or _buffer_stride(&o) != 8:
+                    raise ValueError("contiguous buffers of the same length only")
+                with nogil:
+                    vm_nogil_enter()
                     for i in range(n):
-                        # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
-                        memcpy(&x, ap + i * astride, 8)
-                        if space_find(s, x, &st, &la):
-                            x = st
-                        else:
-                            x = MISS_U64
-                        memcpy(op + i * ostride, &x, 8)
+                        x = (<uint64_t*>a.buf)[i]
+                        (<uint64_t*>o.buf)[i] = st if space_find(s, x, &st, &la) else MISS_U64
                     vm_nogil_exit()
             finally:
                 PyBuffer_Release(&o)
@@ -1061,7 +1228,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def check_copy(self, addr, n):
         """check_heap_object() for a vmalloc address (hardened usercopy):
-        ValueError unless one busy area holds all of ``[addr, addr + n)``."""
+        ValueError unless one busy area holds all of ``[addr, addr + n)``.
+
+        Cost: as find().
+
+        Raises:
+            TypeError: a non-integer argument.
+            ValueError: no single busy area holds the range; addr or n
+                negative or >= 2**64.
+        """
         cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
         cdef uint64_t nb = _u64(_index(n, "n"), "n")
         cdef uint64_t st, la
@@ -1082,8 +1257,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         return n
 
     def __iter__(self):
-        """Busy areas in address order: one consistent snapshot (see the
-        README on concurrent snapshots)."""
+        """Busy areas in address order: one consistent snapshot (see
+        docs/guarantees.md on snapshots)."""
         return iter(self._busy_snapshot())
 
     cdef list _busy_snapshot(self):
@@ -1093,7 +1268,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def free_areas(self):
         """The free blocks as VmapArea, coalesced, in address order (one
-        consistent snapshot)."""
+        consistent snapshot).
+
+        Cost: O(m).
+        """
         cdef _Snapshot snap = _take_snapshot(self._s(), SNAP_FREE)
         return _snap_areas(snap.sn.areas[3], snap.sn.n[3])
 
@@ -1126,6 +1304,11 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         on_purge, detached) areas tile [start, end) exactly; the lazy page
         count and the slab agree with them.  Takes every lock: call it while
         no other thread is inside a method of this space.
+
+        Cost: O((n + m) log(n + m)).
+
+        Raises:
+            AssertionError: an invariant is broken (the message names it).
         """
         cdef space_t* s = self._s()
         cdef block_t* blocks
@@ -1176,8 +1359,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         not), rwlock_read_waits (per node, "rwlock" readers that had to wait),
         optimistic_retries / optimistic_fallbacks (per node, lock-free reads
         that saw a change and retried, and that then took the lock).  Every
-        count is from one instant, taken under every lock (see the README on
-        concurrent snapshots).
+        count is from one instant, taken under every lock (see
+        docs/guarantees.md on snapshots).
         """
         cdef space_t* s = self._s()
         cdef _Snapshot snap = _take_snapshot(s, self._snap_flags(SNAP_COUNTS))   # every lock, then none
@@ -1610,6 +1793,15 @@ cdef void _install_test_hooks() except *:
     def debug_pool_order(VmapSpace space):
         return space._debug_pool_order()
 
+    def fit_cache(VmapSpace space):
+        return space._debug_fit_cache()
+
+    def search_tests(VmapSpace space):
+        return space._s().fc_steps
+
+    def set_bounded_walk(VmapSpace space, bint on):
+        space._s().walk_bounded = on
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1628,6 +1820,8 @@ cdef void _install_test_hooks() except *:
 
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
+                        fit_cache=fit_cache, search_tests=search_tests,
+                        set_bounded_walk=set_bounded_walk,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count)

@@ -35,6 +35,27 @@ def debug_corrupt(space: Any, kind: str) -> None:
     _hook("debug_corrupt")(space, kind)
 
 
+def fit_cache(space: Any) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
+    """The fit cache of an aligned search="lowest" space (_freetree.pxi): per
+    (size, align) class, (size, align, floor, [(hole_start, hole_end), ...])."""
+    return _hook("fit_cache")(space)
+
+
+def search_tests(space: Any) -> int:
+    """Free blocks tested by search="lowest" walks so far (the cost the fit
+    cache bounds)."""
+    return _hook("search_tests")(space)
+
+
+def set_bounded_walk(space: Any, on: bool) -> None:
+    """Switch find()'s walk of a space to the bounded walk (space_find_bounded():
+    only the nodes of the zones an area holding the address can start in, by
+    the widest area ever inserted; the same answers) or back to the kernel's.
+    Not the kernel's cost model, so not the default of any design; set it
+    before other threads use the space."""
+    _hook("set_bounded_walk")(space, on)
+
+
 def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
     """(node, start, end) of every pooled area, node by node, size class by
     size class, head first: the order pooled_areas() sorts away, which

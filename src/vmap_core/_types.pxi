@@ -69,6 +69,22 @@ ctypedef struct vnode_t:            # struct vmap_node: its busy tree and locks
     va_t* purge_list                # purge_list: detached lazy areas while a purge flushes
     size_t nr_purge
 
+cdef enum:
+    FC_WAYS = 4                     # (size, align) classes remembered by the fit cache
+    FC_HOLES = 256                  # places below a class's floor where a fit may be
+
+ctypedef struct fc_hole_t:
+    uint64_t start
+    uint64_t last
+
+ctypedef struct fit_cache_t:        # what aligned searches learned (see _freetree.pxi)
+    uint64_t szm1
+    uint64_t align                  # 0: the way is unused
+    uint64_t floor                  # no free block starting below floor fits ...
+    uint64_t used                   # (LRU stamp)
+    unsigned nholes                 # ... unless it starts inside one of the holes
+    fc_hole_t holes[FC_HOLES]       # sorted, disjoint
+
 ctypedef struct space_t:
     uint64_t start
     uint64_t last              # last address of the range (end - 1)
@@ -95,6 +111,26 @@ ctypedef struct space_t:
     bint walk_down             # find walks i - 1 (v6.16+), else i + 1 (v6.9)
     bint decay_keeps_small     # a non-full decay keeps pools of 1-3 areas (v6.16+)
     bint lazy_merge            # v6.8: lazy areas merge in one purge tree, no pools
+    # search="lowest", align > page_size: the fit cache (free lock)
+    fit_cache_t fcache[FC_WAYS]
+    # Bounded walk (off by default; not the kernel's): find's walk visits only the
+    # nodes whose zones an area holding the address can start in (space_find()).
+    bint walk_bounded
+    uint64_t widest            # the largest span (size - 1) ever put in a busy tree
+    uint64_t fc_clock
+    uint64_t fc_steps          # blocks tested by cached aligned searches (stats)
+
+
+cdef extern from *:
+    """
+    static inline void vm_atomic_max_u64(uint64_t *p, uint64_t v) {
+        uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+        while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, 1, __ATOMIC_SEQ_CST,
+                                                       __ATOMIC_RELAXED)) {
+        }
+    }
+    """
+    void vm_atomic_max_u64(uint64_t* p, uint64_t v) nogil
 
 
 cdef inline void cnt_add(size_t* count, int64_t delta) noexcept nogil:

@@ -4,7 +4,7 @@
 the newest.  Any version string from 6.8 on is accepted and mapped to the
 profile of the last change at or before it ("6.12" behaves as "6.9", "6.18.44"
 as "6.16").  What each profile changes, with the function and the change that
-introduced it, is the README's version table; in short:
+introduced it, is the version table of docs/kernel-mapping.md; in short:
 
 * ``"6.8"``: before "Mitigate a vmap lock contention" (v6.9): one busy tree
   under ``vmap_area_lock``, the free tree under ``free_vmap_area_lock``, lazily

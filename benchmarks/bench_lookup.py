@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Lookups on workloads besides uniform random: ns per find() and per
+find_many() address, against the peers of bench_ops.py.
+
+The areas are bench_ops.py's workload (N live areas of 1..16 pages, lowest fit,
+20 % holes; same seed, same build).  Query sets (each peer answers each one,
+its hit count checked against the ground truth before timing):
+
+* uniform: bench_ops.py's queries (90 % inside random live areas, 10 % in holes);
+* hot: a hot set of 1 % of the live areas, queries at random offsets in them;
+* sequential: one query per live area, in address order (a scan);
+* misses: addresses in holes only.
+
+Peers: vmap_core (lock "node", nr_nodes=2), sortedcontainers (bisect on a
+SortedList, bench_ops.py's allocator), superintervals (static, 32-bit keys: page
+numbers), intervaltree (1/50 of the queries: ~50x slower); every one in the
+same loop, ``for a in qs: f(a)``.  Then, for vmap_core only:
+
+* misses at nr_nodes = 2 and 128, lock designs "node", "optimistic", "rwlock":
+  the kernel's walk (a miss visits every node) and the bounded walk
+  (``vmap_core._testhooks.set_bounded_walk()``: not yet a public option);
+* find_many per lock design: ns per address, batched (several descents in
+  flight) and one descent at a time (``_find_many_serial``).
+
+Best of ``--rounds`` interleaved rounds; spread = worst / best round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import gc
+import json
+import random
+import sys
+from array import array
+from pathlib import Path
+from time import perf_counter_ns
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_ops as B  # noqa: E402
+
+LOCKS = ("node", "global", "rwlock", "optimistic")
+
+
+def query_sets(wl, rng, n_queries):
+    live = list(zip(wl.live_starts, wl.live_ends))
+    hot = rng.sample(live, max(1, len(live) // 100))
+    holes = []
+    prev = B.SPACE_START
+    for s, e in live:
+        if s > prev:
+            holes.append((prev, s))
+        prev = e
+    return {
+        "uniform": wl.queries[:n_queries],
+        "hot": [s + rng.randrange(e - s) for s, e in (rng.choice(hot) for _ in range(n_queries))],
+        "sequential": [s + rng.randrange(e - s) for s, e in live[:n_queries]],
+        "misses": [s + rng.randrange(e - s) for s, e in (rng.choice(holes) for _ in range(n_queries))],
+    }
+
+
+def truth(wl, qs):
+    ls, le = wl.live_starts, wl.live_ends
+    hits = 0
+    for a in qs:
+        i = bisect.bisect_right(ls, a) - 1
+        if i >= 0 and a < le[i]:
+            hits += 1
+    return hits
+
+
+def build_space(VmapSpace, wl, **kw):
+    end = B.SPACE_START + B.SPACE_SIZE
+    space, secs, _, _ = B.build_alloc_peer(lambda: VmapSpace(B.SPACE_START, end, **kw), wl, False)
+    return space
+
+
+def best_spread(xs):
+    return min(xs), max(xs) / min(xs)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=B.parse_size, default=10**5, help="live areas N [1e5]")
+    ap.add_argument("--queries", type=int, default=100_000, help="queries per set [100000]")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--slow-find-factor", type=int, default=50,
+                    help="intervaltree times queries/this [50]")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "bench_lookup.json")
+    ap.add_argument("--quick", action="store_true", help="N = 1e4, 20000 queries, 2 rounds")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.size, args.queries, args.rounds = 10**4, 20_000, 2
+    VmapSpace, _, where, note = B.import_vmap_core()
+    if VmapSpace is None:
+        raise SystemExit(f"vmap_core is not built: {note}")
+    from vmap_core import MISS
+    n = args.size
+    wl = B.Workload(n, args.seed, args.queries)
+    rng = random.Random(args.seed)
+    sets = query_sets(wl, rng, args.queries)
+    print(f"N = {n:,} live areas; {args.queries:,} queries per set; best of {args.rounds} "
+          f"interleaved rounds (spread = worst / best); vmap_core from {where}")
+
+    # -- find: every peer, every set -------------------------------------------
+    peers = {}
+    space = build_space(VmapSpace, wl, nr_nodes=2, lock="node")
+    peers["vmap_core"] = (space.find, lambda r: r is not None, 1)
+    sc = B.optional("sortedcontainers")
+    if sc is not None:
+        SA = B.make_sorted_allocator_class(sc.SortedList)
+        sa = build_space(lambda start, end: SA(start, end), wl)
+        peers["sortedcontainers"] = (sa.make_find(), lambda r: r is not None, 1)
+    si = B.optional("superintervals")
+    if si is not None:
+        im = si.IntervalMap.from_arrays(array("i", (s >> B.PAGE_SHIFT for s in wl.live_starts)),
+                                        array("i", ((e >> B.PAGE_SHIFT) - 1 for e in wl.live_ends)))
+        has = im.has_overlaps
+
+        def si_find(a):
+            p = a >> B.PAGE_SHIFT
+            return has(p, p)
+        peers["superintervals"] = (si_find, bool, 1)
+    it = B.optional("intervaltree")
+    if it is not None:
+        tree = it.IntervalTree(it.Interval(s, e) for s, e in zip(wl.live_starts, wl.live_ends))
+        peers["intervaltree"] = (tree.at, bool, args.slow_find_factor)
+    missing = [p for p in ("sortedcontainers", "superintervals", "intervaltree") if p not in peers]
+    if missing:
+        print(f"skipped (not installed; pip install .[bench]): {', '.join(missing)}")
+    for name, (f, hit, factor) in peers.items():
+        for sname, qs in sets.items():
+            qs = qs[:max(1, len(qs) // factor)]
+            got = sum(1 for a in qs if hit(f(a)))
+            want = truth(wl, qs)
+            if got != want:
+                raise AssertionError(f"{name} {sname}: {got} hits, expected {want}")
+    times = {(p, s): [] for p in peers for s in sets}
+    gc.disable()
+    for r in range(args.rounds):
+        names = list(peers)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for sname, qs in sets.items():
+            for name in names:
+                f, _, factor = peers[name]
+                q = qs[:max(1, len(qs) // factor)]
+                times[name, sname].append(B.time_find(f, q) / len(q))
+    gc.enable()
+    result = {"n": n, "queries": args.queries, "rounds": args.rounds, "find": {}}
+    print(f"\nfind, ns per call (ratio = peer / vmap_core; spread)")
+    print(f"{'peer':18}" + "".join(f"{s:>26}" for s in sets))
+    for name in peers:
+        row = f"{name:18}"
+        for sname in sets:
+            b, sp = best_spread(times[name, sname])
+            ratio = b / best_spread(times["vmap_core", sname])[0]
+            row += f"{b:12.0f} {ratio:6.2f}x ±{sp - 1:5.0%}"
+            result["find"].setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio}
+        print(row)
+    peers.clear()
+
+    # -- misses: the kernel walk and the bounded walk --------------------------
+    from vmap_core import _testhooks
+    walks = {}
+    for nodes in (2, 128):
+        for lock in ("node", "optimistic", "rwlock"):
+            walks[nodes, lock] = build_space(VmapSpace, wl, nr_nodes=nodes, lock=lock)
+            walks[nodes, lock + "+bounded"] = sp = build_space(VmapSpace, wl, nr_nodes=nodes,
+                                                               lock=lock)
+            _testhooks.set_bounded_walk(sp, True)
+    misses = sets["misses"]
+    for sp in walks.values():
+        assert sum(1 for a in misses if sp.find(a) is not None) == 0
+    mt = {k: [] for k in walks}
+    gc.disable()
+    for r in range(args.rounds):
+        for k, sp in walks.items():
+            mt[k].append(B.time_find(sp.find, misses) / len(misses))
+    gc.enable()
+    print("\nmisses (addresses in holes), ns per find()")
+    result["misses"] = {}
+    for lock in ("node", "optimistic", "rwlock", "node+bounded", "optimistic+bounded",
+                 "rwlock+bounded"):
+        b2, s2 = best_spread(mt[2, lock])
+        b128, s128 = best_spread(mt[128, lock])
+        walk = "bounded walk" if "bounded" in lock else "kernel walk"
+        print(f"  {lock.split('+')[0]:10} ({walk:12}) nr_nodes=2: {b2:7.0f} ±{s2 - 1:4.0%}   "
+              f"nr_nodes=128: {b128:7.0f} ±{s128 - 1:4.0%}   128/2: {b128 / b2:5.2f}x")
+        result["misses"][lock] = {"2": b2, "128": b128, "ratio": b128 / b2}
+    del walks
+
+    # -- find_many per lock design ----------------------------------------------
+    qa = array("Q", sets["uniform"])
+    spaces = {lock: build_space(VmapSpace, wl, nr_nodes=2, lock=lock) for lock in LOCKS}
+    outs = {}
+    for lock, sp in spaces.items():
+        want = array("Q", (a.start if (a := sp.find(q)) else MISS for q in qa))
+        got = sp.find_many(qa)
+        assert got == want, lock
+        assert sp._find_many_serial(qa, array("Q", bytes(8 * len(qa)))) == want
+        outs[lock] = got
+    fm = {(lock, kind): [] for lock in LOCKS for kind in ("batched", "serial")}
+    gc.disable()
+    for r in range(args.rounds):
+        for lock, sp in spaces.items():
+            out = outs[lock]
+            t0 = perf_counter_ns()
+            sp.find_many(qa, out)
+            fm[lock, "batched"].append((perf_counter_ns() - t0) / len(qa))
+            t0 = perf_counter_ns()
+            sp._find_many_serial(qa, out)
+            fm[lock, "serial"].append((perf_counter_ns() - t0) / len(qa))
+    gc.enable()
+    print("\nfind_many, uniform queries, ns per address (nr_nodes=2)")
+    result["find_many"] = {}
+    for lock in LOCKS:
+        b, s = best_spread(fm[lock, "batched"])
+        b1, s1 = best_spread(fm[lock, "serial"])
+        print(f"  {lock:10} batched {b:6.0f} ±{s - 1:4.0%}   one at a time {b1:6.0f} ±{s1 - 1:4.0%}"
+              f"   gain {b1 / b:4.2f}x")
+        result["find_many"][lock] = {"batched": b, "serial": b1, "spread": s}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
