@@ -8,6 +8,10 @@ import pytest
 
 from vmap_core.reference import ReferenceSpace
 from vmap_core.reference import VmapArea as RefArea
+from vmap_core.testing import COMMON_STATS
+from vmap_core.testing import span as _span
+from vmap_core.testing import snapshot as _snapshot
+from vmap_core.testing.strategies import Index
 
 try:
     from vmap_core import VmapExhausted
@@ -17,8 +21,6 @@ except ImportError:  # package __init__ not written yet: the shared module
 P = 4096                       # the default page size
 TOP = 1 << 64                  # one past the highest address
 
-COMMON_STATS = ("busy_areas", "busy_bytes", "free_areas", "free_bytes",
-                "largest_free", "nr_nodes", "node_areas", "lock")
 
 
 def load_core():
@@ -42,11 +44,10 @@ def require_core():
 
 
 def span(area):
-    """(start, end) of an area, read through its attributes (size checked too)."""
-    start, end, size = area.start, area.end, area.size
-    assert type(start) is int and type(end) is int and type(size) is int, area
-    assert size == end - start > 0, area
-    return (start, end)
+    """(start, end) of an area, read through its attributes (the kit's span();
+    here the area must have a size too, as the package's own do)."""
+    assert type(area.size) is int, area
+    return _span(area)
 
 
 def busy(space):
@@ -67,8 +68,9 @@ def common_stats(space):
 
 
 def snapshot(space):
-    """Everything observable about the structure, for before/after comparisons."""
-    return (len(space), busy(space), free(space), common_stats(space))
+    """Everything observable about the structure, for before/after comparisons
+    (the kit's: len, busy areas, free blocks, the COMMON_STATS keys)."""
+    return _snapshot(space, COMMON_STATS)
 
 
 def carve(space, start, end, holes):
@@ -105,19 +107,6 @@ def lowest_linear_match(free_blocks, size, align, vstart, vend):
 
 def both_spaces(core_cls, *args, **kwargs):
     return core_cls(*args, **kwargs), ReferenceSpace(*args, **kwargs)
-
-
-class Index:
-    """A non-int object usable as an integer through __index__."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __index__(self):
-        return self.value
-
-    def __repr__(self):
-        return f"Index({self.value})"
 
 
 __all__ = ["P", "TOP", "COMMON_STATS", "ReferenceSpace", "RefArea", "VmapExhausted",

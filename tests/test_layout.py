@@ -29,8 +29,11 @@ LAYERS = [
     # 4: the public API
     {"vmap_core"},
     # 5: what runs on a space: the kernel's scenarios, trace replay, experiments, pictures
+    # and the conformance kit (it drives a user's space against the reference)
     {"vmap_core.kernel.scenarios", "vmap_core.kernel.driver", "vmap_core.replay",
-     "vmap_core.usercopy", "vmap_core.seed", "vmap_core.addrmap"},
+     "vmap_core.usercopy", "vmap_core.seed", "vmap_core.addrmap", "vmap_core.testing",
+     "vmap_core.testing.strategies", "vmap_core.testing._compare",
+     "vmap_core.testing.contract"},
     # 6: what every command shares
     {"vmap_core.cli.common"},
     # 7: one module per command
@@ -140,6 +143,17 @@ def test_commands_share_only_common():
     for c in commands:
         assert not (g[c] & (commands | {"vmap_core.cli"})), (c, g[c])
     assert not (g["vmap_core.cli.common"] & commands)
+
+
+def test_the_kit_imports_no_core_and_no_cli():
+    """vmap_core.testing needs only the reference and the errors: it never
+    imports the Cython core (a user's space is tested without it) nor the
+    command line."""
+    g = graph()
+    kit = {m for m in g if m.startswith("vmap_core.testing")}
+    assert kit == {m for m in LAYERS[5] if m.startswith("vmap_core.testing")}
+    reach = set().union(*(g[m] for m in kit)) - kit
+    assert reach <= {"vmap_core._errors", "vmap_core.reference"}, reach
 
 
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):

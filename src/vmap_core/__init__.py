@@ -14,7 +14,8 @@ node under its own spinlock, as in Linux mm/vmalloc.c since v6.9; the
     True
 
 :mod:`vmap_core.reference` holds the same API in plain Python (the oracle);
-:mod:`vmap_core.types` the types for annotations.
+:mod:`vmap_core.types` the types for annotations; :mod:`vmap_core.testing`
+(the ``testing`` extra, Hypothesis) a conformance kit for your own allocator.
 """
 
 from ._errors import OnPurgeError, VmapExhausted
