@@ -78,9 +78,9 @@ html_theme = "furo"
 html_title = f"vmap_core {release}"
 
 
-# The conformance kit (vmap_core.testing, issue 13) is built on a branch of its
-# own; until it is installed, its reference on testing.md says so instead of
-# failing the build.  The kit needs Hypothesis.
+# The conformance kit (vmap_core.testing) needs Hypothesis (the testing extra):
+# where it is not installed, the kit's reference on testing.md says how to get
+# it instead of failing the build.
 def _kit_available() -> bool:
     try:
         import vmap_core.testing  # noqa: F401

@@ -139,7 +139,7 @@ class VmapContract(unittest.TestCase):
     returning the start as an int, ``free(addr)`` returning the freed area
     (an object with ``start`` and ``end``), ``find(addr)`` returning the area
     holding addr or None, ``len()`` and iteration over the busy areas in
-    address order.  Bad input raises what the README's *Bad input* table
+    address order.  Bad input raises what the *Bad input* table of the API reference (docs/api.md)
     says (checked by kind: TypeError, ValueError, KeyError, MemoryError for
     exhaustion; the exact class with ``exact_exceptions``) and leaves the
     space as it was.

@@ -5,7 +5,7 @@ page size and zone size), so that what it draws is meaningful for that
 space: sizes from one page to more than the whole range, alignments from 1
 to 2**63, vstart/vend windows (valid and every invalid kind), addresses
 inside, at the edges of and outside areas, bad arguments of every kind that
-the README's *Bad input* table documents, and whole sequences of calls.
+the *Bad input* table of the API reference (docs/api.md) documents, and whole sequences of calls.
 
     >>> from vmap_core.testing import strategies as vst
     >>> g = vst.Geometry(0x100000, 0x100000 + 64 * 4096)
@@ -227,7 +227,7 @@ BAD_KINDS = {
     "address out of range": "ValueError: a negative address or one >= 2**64",
     "integer-like": "valid: a bool or an __index__ object counts as its integer value",
 }
-"""The documented kinds of bad input (README, *Bad input*), each with the
+"""The documented kinds of bad input (docs/api.md, *Bad input*), each with the
 exception it must raise.  ``free`` of an address that starts no busy area
 (KeyError) needs the space's state: the contract's rules make those."""
 
