@@ -168,3 +168,52 @@ def test_console_script_prints_help():
         pytest.skip("vmap-core is not installed next to this interpreter")
     res = subprocess.run([script], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("usage: vmap-core")
+
+
+# -- Python threads as the workers (--python-threads) ---------------------------
+
+def test_python_threads_sweep(tmp_path, capsys):
+    """--python-threads runs every mode a Python worker can (not "unlocked"),
+    says whether the GIL serialises the workers, and records the worker kind."""
+    from vmap_core import usercopy_python
+    out = tmp_path / "py.json"
+    assert cli.main(["usercopy", "--python-threads", "--threads", "1,2", "--rounds", "1",
+                     *FAST, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["params"]["workers"] == "python"
+    cells = {(r["mode"], r["threads"]) for r in data["results"]}
+    assert cells == {(m, t) for m in usercopy_python.MODES for t in (1, 2)}
+    assert all(r["requests"] > 0 for r in data["results"])
+    assert usercopy_python.gil_note() in printed
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert ("serialises" in printed) == gil
+
+
+def test_python_threads_refuse_unlocked(capsys):
+    assert cli.main(["usercopy", "--python-threads", "--modes", "node,unlocked", *FAST]) == 2
+    assert "unlocked" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unlocked"):
+        usercopy.run_sweep(["unlocked"], [1], buffers=8, buffer_size=8192, copy_size=512,
+                           seconds=0.01, churn_us=10, work_ns=0, nr_nodes=2,
+                           workers="python")
+    with pytest.raises(ValueError, match="workers"):
+        usercopy.run_sweep(["node"], [1], buffers=8, buffer_size=8192, copy_size=512,
+                           seconds=0.01, churn_us=10, work_ns=0, nr_nodes=2, workers="gpu")
+
+
+def test_python_cell_counts_and_checks():
+    """A Python cell: every worker's requests are counted, the lookups reach
+    the space's locks, and a bad argument is refused as the native cell does."""
+    from vmap_core.usercopy_python import python_cell
+    r = python_cell("node", 2, buffers=8, buffer_size=8192, copy_size=512, seconds=0.05,
+                    churn_us=10, nr_nodes=2)
+    assert r["requests"] == sum(r["per_thread"]) and min(r["per_thread"]) > 0
+    assert r["churn_ops"] > 0 and r["workers"] == "python"
+    assert sum(r["lock_stats"]["lock_acquisitions"].values()) >= r["requests"]
+    with pytest.raises(ValueError):
+        python_cell("node", 0, seconds=0.01)
+    with pytest.raises(ValueError):
+        python_cell("node", 1, buffer_size=5000, seconds=0.01)
+    with pytest.raises(TypeError):
+        python_cell("node", 1, seconds="1")

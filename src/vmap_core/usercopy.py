@@ -41,8 +41,12 @@ def _cell_function():
     return cell
 
 
+WORKERS = ("native", "python")
+
+
 def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
-              churn_us, work_ns, nr_nodes, rounds=1, progress=None) -> list[dict]:
+              churn_us, work_ns, nr_nodes, rounds=1, progress=None,
+              workers="native") -> list[dict]:
     """Run every (mode, threads) cell ``rounds`` times; keep each cell's best.
 
     Each round runs all modes for each thread count in turn, and rounds
@@ -52,7 +56,9 @@ def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
     each run with ``cell = (mode, threads)`` and once at the end with
     ``cell = None``.  Returns one row per cell: ``mode``, ``threads``,
     ``requests_per_s`` (best round), ``requests``, ``elapsed`` (of that
-    round) and ``rounds_per_s`` (every round).
+    round) and ``rounds_per_s`` (every round).  ``workers``: "native" (the
+    native cell's threads, no GIL) or "python" (Python threads,
+    :mod:`vmap_core.usercopy_python`, which cannot run "unlocked").
     """
     modes, threads_list = list(modes), list(threads_list)
     bad = [m for m in modes if m not in MODES]
@@ -60,7 +66,16 @@ def run_sweep(modes, threads_list, *, buffers, buffer_size, copy_size, seconds,
         raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    cell = _cell_function()
+    if workers not in WORKERS:
+        raise ValueError(f"unknown workers {workers!r}; known: {', '.join(WORKERS)}")
+    if workers == "python":
+        from .usercopy_python import MODES as PY_MODES, python_cell as cell
+        bad = [m for m in modes if m not in PY_MODES]
+        if bad:
+            raise ValueError(f"mode(s) {bad} cannot run with Python workers; they run "
+                             f"{', '.join(PY_MODES)}")
+    else:
+        cell = _cell_function()
     total = len(modes) * len(threads_list) * rounds
     best: dict[tuple, dict] = {}
     done = 0

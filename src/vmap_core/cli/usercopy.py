@@ -45,6 +45,10 @@ def add_parser(sub: Any) -> None:
                    help="extra CPU work per request besides the copy, in nanoseconds")
     p.add_argument("--nr-nodes", type=common.nr_nodes_arg, default=None,
                    help="busy-tree nodes (default: the kernel's rule, CPUs clamped to 1..128)")
+    p.add_argument("--python-threads", action="store_true",
+                   help="Python threads as the workers (check_copy() and a memoryview copy "
+                   "per request) instead of native ones; they run in parallel only on a "
+                   "free-threaded CPython with the GIL off, and cannot run 'unlocked'")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     p.add_argument("--plot", metavar="PATH",
                    help="write a picture of requests/s against threads, in the format its "
@@ -63,9 +67,19 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or uc.default_threads()
     cell = {k: getattr(args, k) for k in ("buffers", "buffer_size", "copy_size", "seconds",
                                           "churn_us", "work_ns", "nr_nodes", "rounds")}
+    workers = "python" if args.python_threads else "native"
+    if workers == "python":
+        from ..usercopy_python import MODES as PY_MODES, gil_note
+        if args.modes == list(uc.MODES):        # the default: every mode Python can run
+            args.modes = [m for m in args.modes if m in PY_MODES]
+        elif "unlocked" in args.modes:
+            args.parser.error("--python-threads cannot run mode 'unlocked' (a lookup without "
+                              "any lock has no Python-level call)")
+        print(f"usercopy with Python threads: {gil_note()}")
     try:
         with common.progress_bar(NAME) as progress:
-            rows = uc.run_sweep(args.modes, threads, progress=progress, **cell)
+            rows = uc.run_sweep(args.modes, threads, progress=progress, workers=workers,
+                                **cell)
     except (RuntimeError, ValueError, MemoryError, OverflowError) as e:
         print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -73,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         print("vmap-core: interrupted", file=sys.stderr)
         return 130
     work = f", work {args.work_ns} ns" if args.work_ns else ""
-    title = (f"usercopy: {args.buffers} buffers of {args.buffer_size} B, copies of "
+    kind = ", Python threads" if workers == "python" else ""
+    title = (f"usercopy{kind}: {args.buffers} buffers of {args.buffer_size} B, copies of "
              f"{args.copy_size} B, churn {args.churn_us} us{work}, best of {args.rounds} x "
              f"{args.seconds:g} s/cell")
     out = common.console()
@@ -82,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(summary(rows), markup=False)
     if args.json:
         common.write_json(args.json, uc.to_json(
-            rows, {**cell, "modes": args.modes, "threads": threads}))
+            rows, {**cell, "modes": args.modes, "threads": threads, "workers": workers}))
         print(f"wrote {args.json}")
     if args.plot:
         fmt = common.save_figure(figure(rows, title=title), args.plot)
