@@ -48,6 +48,8 @@ include "_snapshot.pxi"
 include "_native.pxi"
 
 cdef extern from "_locks.h" nogil:
+    void vm_word_lock(int* w)
+    void vm_word_unlock(int* w)
     void vm_fail_alloc_at(long k)
     uint64_t vm_alloc_count()
     int vm_cpu_atfork_init()
@@ -393,6 +395,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     # object, so that other threads may read it while it changes.
     cdef uint64_t _flush_tid
     cdef list _load_notes       # from_vmallocinfo(): what was done to build it
+    cdef int _notes_lock        # vm_word_lock() around _load_notes
     cdef object __weakref__
 
     def __cinit__(self):
@@ -993,19 +996,28 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         space.load_notes = list(notes)
         return space
 
+    # A reader takes its reference to the list while a writer cannot drop the
+    # field's; the old list is released after the lock (its items' finalizers
+    # may run Python code).
     @property
     def load_notes(self):
         """from_vmallocinfo(): what was done to build this space (a list of
         str; empty for a space built otherwise)."""
-        with cython.critical_section(self):
-            return self._load_notes
+        cdef object notes
+        vm_word_lock(&self._notes_lock)
+        notes = self._load_notes
+        vm_word_unlock(&self._notes_lock)
+        return notes
 
     @load_notes.setter
     def load_notes(self, notes):
+        cdef object old
         if notes is not None and type(notes) is not list:
             raise TypeError(f"load_notes must be a list, not {type(notes).__name__}")
-        with cython.critical_section(self):
-            self._load_notes = notes
+        vm_word_lock(&self._notes_lock)
+        old = self._load_notes
+        self._load_notes = notes
+        vm_word_unlock(&self._notes_lock)
 
     def _free_tree_shape(self):
         """Test-only: the free tree in preorder, (start, end, 'r'|'b', depth)
