@@ -206,3 +206,39 @@ def test_trace_from_threads(impl):
     events, _ = read(io.StringIO(text))
     kinds = [type(e).__name__ for e in events]
     assert kinds.count("Alloc") == 800 and kinds.count("Free") == 800
+
+
+def test_caller_tags_read_while_their_areas_are_freed(impl):
+    """vmallocinfo(), caller_of() and copies read caller tags while other
+    threads free those areas (dropping the tags) and allocate new ones with
+    new tag strings: each read gets a whole tag or none (on a free-threaded
+    build a borrowed tag could be freed under the reader)."""
+    space = impl(BASE, BASE + (1 << 24), nr_nodes=2)
+    stop = threading.Event()
+
+    def worker(i):
+        if i < 2:
+            rng = random.Random(i)
+            mine = []
+            try:
+                for n in range(3000):
+                    if len(mine) < 32 or rng.random() < 0.5:
+                        mine.append(space.alloc(P, caller="".join(["tag", str(i), ".", str(n)])))
+                    else:
+                        space.free(mine.pop(rng.randrange(len(mine))))
+            finally:
+                stop.set()
+            return
+        while not stop.is_set():
+            for line in space.vmallocinfo().splitlines():
+                assert line.endswith("vmalloc")
+            for area in list(space)[:8]:
+                try:
+                    tag = space.caller_of(area.start)
+                except KeyError:        # freed meanwhile
+                    continue
+                assert tag is None or tag.startswith("tag")
+            pickle.loads(pickle.dumps(space)).check()
+
+    run_threads(4, worker)
+    space.check()

@@ -158,6 +158,17 @@ cdef object _new_u64_like(object addrs, Py_ssize_t n):
     return array.array("Q", bytes(8 * n))
 
 
+# dict.get through the dict's own method: Cython compiles d.get(k) to
+# PyDict_GetItemWithError, whose borrowed value another thread's pop() can
+# free before it is increfed (free-threaded builds); dict.get returns a new
+# reference.  For the caller tags, read outside _callers_mu.
+cdef object _DICT_GET = dict.get
+
+
+cdef inline object _dict_get(dict d, object key, object default=None):
+    return _DICT_GET(d, key, default)
+
+
 cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
     return x != 0 and (x & (x - 1)) == 0
 
@@ -688,7 +699,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             old = _NO_CALLER
             if caller is not None:
                 vm_store_int(&self._callers_used, 1)
-                old = self._callers.get(addr, _NO_CALLER)
+                old = _dict_get(self._callers, addr, _NO_CALLER)
                 self._callers[addr] = caller
             rc = space_alloc_at(s, a, szm1, tag)
             if rc != ALLOC_OK:
@@ -928,7 +939,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef uint64_t start, last
         if not space_find(self._s(), a, &start, &last) or start != a:
             raise KeyError(addr)
-        return self._callers.get(a)
+        return _dict_get(self._callers, a)
 
     def lazy_areas(self):
         """Lazily freed areas not yet purged, in address order."""
@@ -975,7 +986,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         info_line = _reference.info_line
         for i in range(snap.sn.n[0]):
             start = a[i].start
-            lines.append(info_line(start, <object>a[i].last + 1, callers.get(start), page_size))
+            lines.append(info_line(start, <object>a[i].last + 1, _dict_get(callers, start),
+                                   page_size))
         a = snap.sn.areas[1]
         for i in range(snap.sn.n[1]):
             lines.append(f"0x{a[i].start:016x}-0x{<object>a[i].last + 1:016x} "
@@ -1426,7 +1438,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             busy = []
             for i in range(nb):
                 busy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux),
-                             callers.get(recs[i].start)))
+                             _dict_get(callers, recs[i].start)))
             busy.sort()
             lazy = []
             for i in range(nb, nl):
