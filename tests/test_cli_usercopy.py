@@ -183,7 +183,7 @@ def test_python_threads_sweep(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["params"]["workers"] == "python"
     cells = {(r["mode"], r["threads"]) for r in data["results"]}
-    assert cells == {(m, t) for m in usercopy_python.MODES for t in (1, 2)}
+    assert cells == {(m, t) for m in usercopy.MODES if m != "unlocked" for t in (1, 2)}
     assert all(r["requests"] > 0 for r in data["results"])
     assert usercopy_python.gil_note() in printed
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -191,15 +191,27 @@ def test_python_threads_sweep(tmp_path, capsys):
 
 
 def test_python_threads_refuse_unlocked(capsys):
+    from vmap_core.usercopy_python import python_cell
     assert cli.main(["usercopy", "--python-threads", "--modes", "node,unlocked", *FAST]) == 2
     assert "unlocked" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unlocked"):
         usercopy.run_sweep(["unlocked"], [1], buffers=8, buffer_size=8192, copy_size=512,
                            seconds=0.01, churn_us=10, work_ns=0, nr_nodes=2,
-                           workers="python")
-    with pytest.raises(ValueError, match="workers"):
-        usercopy.run_sweep(["node"], [1], buffers=8, buffer_size=8192, copy_size=512,
-                           seconds=0.01, churn_us=10, work_ns=0, nr_nodes=2, workers="gpu")
+                           runner=python_cell)
+
+
+def test_python_threads_through_run_sweep():
+    """The Python cell is a runner of run_sweep: its rows carry the same
+    per-lookup keys as the native cell's (the walk counts are the native
+    counting pass's, absent here), 6.8's split design included."""
+    from vmap_core.usercopy_python import python_cell
+    rows = usercopy.run_sweep(["node", "6.8/split"], [1], buffers=8, buffer_size=8192,
+                              copy_size=512, seconds=0.02, churn_us=10, work_ns=0,
+                              nr_nodes=2, lookups=2, lazy_writer=True, runner=python_cell)
+    assert [(r["design"], r["threads"]) for r in rows] == [("node", 1), ("6.8/split", 1)]
+    for r in rows:
+        assert r["requests"] > 0 and r["lookups"] == 2 * r["requests"]
+        assert r["contended_per_lookup"] is not None and r["nodes_per_lookup"] is None
 
 
 def test_python_cell_counts_and_checks():
@@ -210,7 +222,7 @@ def test_python_cell_counts_and_checks():
                     churn_us=10, nr_nodes=2)
     assert r["requests"] == sum(r["per_thread"]) and min(r["per_thread"]) > 0
     assert r["churn_ops"] > 0 and r["workers"] == "python"
-    assert sum(r["lock_stats"]["lock_acquisitions"].values()) >= r["requests"]
+    assert r["locks"]["busy"]["acquisitions"] >= r["requests"]
     with pytest.raises(ValueError):
         python_cell("node", 0, seconds=0.01)
     with pytest.raises(ValueError):

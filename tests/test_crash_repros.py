@@ -149,24 +149,26 @@ def test_c4_stress_native_rejects_bad_arguments(args, kwargs, exc):
 
 
 @pytest.mark.parametrize("call, exc", [
-    ("_space.usercopy_cell('node', 0)", "ValueError"),
-    ("_space.usercopy_cell('node', 2**62)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, buffers=2**62)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, buffer_size=2**64 - 4096)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, buffer_size=4097)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, copy_size=0)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, churn_us=10**20)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, churn_us=-1)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, work_ns=10**20)", "ValueError"),
-    ("_space.usercopy_cell('node', 1, seconds=float('inf'))", "ValueError"),
-    ("_space.usercopy_cell('node', 1, seconds=float('nan'))", "ValueError"),
-    ("_space.usercopy_cell('node', 1, seconds='1')", "TypeError"),
-    ("_space.usercopy_cell(None, 1)", "ValueError"),
-    ("_space._UsercopyCell().worker(0)", "ValueError"),
-    ("_space._UsercopyCell().churn(0)", "ValueError"),
+    ("_space.usercopy_run('node', 0)", "ValueError"),
+    ("_space.usercopy_run('node', 2**62)", "ValueError"),
+    ("_space.usercopy_run('node', 1, buffers=2**62)", "ValueError"),
+    ("_space.usercopy_run('node', 1, buffer_size=2**64 - 4096)", "ValueError"),
+    ("_space.usercopy_run('node', 1, buffer_size=4097)", "ValueError"),
+    ("_space.usercopy_run('node', 1, copy_size=0)", "ValueError"),
+    ("_space.usercopy_run('node', 1, churn_us=10**20)", "ValueError"),
+    ("_space.usercopy_run('node', 1, churn_us=-1)", "ValueError"),
+    ("_space.usercopy_run('node', 1, work_ns=10**20)", "ValueError"),
+    ("_space.usercopy_run('node', 1, seconds=float('inf'))", "ValueError"),
+    ("_space.usercopy_run('node', 1, seconds=float('nan'))", "ValueError"),
+    ("_space.usercopy_run('node', 1, seconds='1')", "TypeError"),
+    ("_space.usercopy_run(None, 1)", "ValueError"),
+    ("_space._UsercopyRun().worker(0)", "ValueError"),
+    ("_space._UsercopyRun().churn(0, False, 0)", "ValueError"),
+    ("_space._UsercopyRun().count_walks(10, 1, 65536, 1024)", "ValueError"),
+    ("_space._TestVmallocRun().worker(0)", "ValueError"),
     ("_space._StressRun().worker(3)", "ValueError"),
 ])
-def test_c4_usercopy_cell_and_workers_reject_bad_arguments(call, exc):
+def test_c4_usercopy_run_and_workers_reject_bad_arguments(call, exc):
     """C4: the other native entry points check their arguments too."""
     run_child(f"""
         from vmap_core import _space
@@ -284,7 +286,7 @@ def test_h2_memory_error_inside_stats_leaves_no_lock_held(lock):
     """, timeout=60)
 
 
-def test_h3_interrupted_usercopy_cell_stops_its_threads():
+def test_h3_interrupted_usercopy_run_stops_its_threads():
     """H3: a KeyboardInterrupt during the cell's wait stops and joins its
     native threads (they used to spin on, with the main thread asleep)."""
     out = run_child("""
@@ -293,7 +295,7 @@ def test_h3_interrupted_usercopy_cell_stops_its_threads():
         def h(*a): raise KeyboardInterrupt
         signal.signal(signal.SIGALRM, h); signal.setitimer(signal.ITIMER_REAL, 0.3)
         try:
-            _space.usercopy_cell("node", 2, buffers=32, seconds=5.0, churn_us=10)
+            _space.usercopy_run("node", 2, buffers=32, seconds=5.0, churn_us=10)
         except KeyboardInterrupt:
             pass
         else:

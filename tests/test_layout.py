@@ -19,7 +19,7 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "vmap_core"
 LAYERS = [
     # 0: leaves that import nothing of the package
     {"vmap_core.types", "vmap_core._errors", "vmap_core._testhooks", "vmap_core._version",
-     "vmap_core.freetree", "vmap_core._traceparse"},
+     "vmap_core.freetree", "vmap_core._traceparse", "vmap_core.anchors", "vmap_core.measure"},
     # 1: the kernel's versions and its trace format
     {"vmap_core.profiles", "vmap_core.trace"},
     # 2: the oracle, and the kernel's formats that the core's constructors read
@@ -29,7 +29,8 @@ LAYERS = [
     # 4: the public API
     {"vmap_core"},
     # 5: what runs on a space: the kernel's scenarios, trace replay, experiments, pictures
-    {"vmap_core.kernel.scenarios", "vmap_core.replay", "vmap_core.usercopy",
+    {"vmap_core.kernel.scenarios", "vmap_core.kernel.driver", "vmap_core.replay",
+     "vmap_core.usercopy", "vmap_core.usercopy_python", "vmap_core.seed",
      "vmap_core.addrmap"},
     # 6: what every command shares
     {"vmap_core.cli.common"},

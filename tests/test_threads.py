@@ -80,8 +80,8 @@ def test_stress_native_rejects_bad_threads():
 
 
 @pytest.mark.parametrize("mode", ["nocheck", "unlocked", *LOCKS])
-def test_usercopy_cell_runs_every_mode(mode):
-    res = _space.usercopy_cell(mode, 2, buffers=32, seconds=0.05, churn_us=10)
+def test_usercopy_run_runs_every_mode(mode):
+    res = _space.usercopy_run(mode, 2, buffers=32, seconds=0.05, churn_us=10, count_lookups=0)
     assert res["requests"] > 0 and res["requests"] == sum(res["per_thread"])
     assert res["elapsed"] > 0
 
@@ -89,8 +89,8 @@ def test_usercopy_cell_runs_every_mode(mode):
 @pytest.mark.parametrize("kwargs", [dict(mode="bogus"), dict(threads=0), dict(buffers=0),
                                     dict(copy_size=0), dict(copy_size=1 << 20),
                                     dict(buffer_size=1000), dict(seconds=0)])
-def test_usercopy_cell_rejects_bad_arguments(kwargs):
+def test_usercopy_run_rejects_bad_arguments(kwargs):
     args = dict(mode="node", threads=1, buffers=4, seconds=0.01)
     args.update(kwargs)
     with pytest.raises(ValueError):
-        _space.usercopy_cell(args.pop("mode"), args.pop("threads"), **args)
+        _space.usercopy_run(args.pop("mode"), args.pop("threads"), **args)

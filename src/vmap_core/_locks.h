@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +31,15 @@
 #endif
 
 #define VM_SPIN_BEFORE_YIELD 256
+
+/* Monotonic nanoseconds, for the wait-time statistics: read only on the
+ * contended slow paths below, never on an uncontended acquisition. */
+static inline uint64_t vm_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* One step of every wait loop here: pause, and after a bounded spin yield
  * the CPU so that an oversubscribed machine cannot livelock. */
@@ -48,6 +58,7 @@ typedef struct vm_lock {
     int _pad;
     uint64_t acquisitions;     /* written by the holder only */
     uint64_t contended;        /* acquisitions that had to wait */
+    uint64_t wait_ns;          /* time those waited (slow path only) */
 } __attribute__((aligned(64))) vm_lock_t;
 
 static inline void vm_lock_init(vm_lock_t *l)
@@ -55,6 +66,7 @@ static inline void vm_lock_init(vm_lock_t *l)
     l->state = 0;
     l->acquisitions = 0;
     l->contended = 0;
+    l->wait_ns = 0;
 }
 
 /* One attempt; the cheap load first keeps a busy line shared while it is held. */
@@ -72,6 +84,7 @@ static inline int vm_lock_try(vm_lock_t *l)
 static inline void vm_lock_wait(vm_lock_t *l)
 {
     unsigned spins = 0;
+    uint64_t t0 = vm_clock_ns();
     for (;;) {
         while (__atomic_load_n(&l->state, __ATOMIC_RELAXED)) {
             vm_spin_step(&spins);
@@ -81,6 +94,7 @@ static inline void vm_lock_wait(vm_lock_t *l)
     }
     l->acquisitions++;
     l->contended++;
+    l->wait_ns += vm_clock_ns() - t0;
 }
 
 static inline void vm_lock(vm_lock_t *l)
@@ -125,21 +139,27 @@ typedef struct vm_rwlock {
     unsigned state;            /* VM_RW_WRITER | number of readers */
     unsigned _pad;
     uint64_t read_waits;       /* reader slow paths (atomic add, slow path only) */
+    uint64_t wait_ns;          /* time readers and writers waited (slow paths only) */
 } __attribute__((aligned(64))) vm_rwlock_t;
 
 static inline void vm_rwlock_init(vm_rwlock_t *l)
 {
     l->state = 0;
     l->read_waits = 0;
+    l->wait_ns = 0;
 }
 
+/* The reader's slow path (after vm_read_trylock() failed). */
 static inline void vm_read_lock(vm_rwlock_t *l)
 {
     unsigned spins = 0;
+    uint64_t t0 = vm_clock_ns();
     for (;;) {
         unsigned v = __atomic_add_fetch(&l->state, 1, __ATOMIC_ACQUIRE);
-        if (!(v & VM_RW_WRITER))
+        if (!(v & VM_RW_WRITER)) {
+            __atomic_add_fetch(&l->wait_ns, vm_clock_ns() - t0, __ATOMIC_RELAXED);
             return;
+        }
         __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&l->read_waits, 1, __ATOMIC_RELAXED);
         while (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & VM_RW_WRITER) {
@@ -174,9 +194,11 @@ static inline int vm_write_lock_rw_begin(vm_rwlock_t *l)
 static inline void vm_write_lock_rw_wait(vm_rwlock_t *l)
 {
     unsigned spins = 0;
+    uint64_t t0 = vm_clock_ns();
     while (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) != VM_RW_WRITER) {
         vm_spin_step(&spins);
     }
+    __atomic_add_fetch(&l->wait_ns, vm_clock_ns() - t0, __ATOMIC_RELAXED);
 }
 
 /* Clear only the writer bit: a reader may be between its add and its undo. */

@@ -57,7 +57,8 @@ ctypedef struct uc_worker_t:
     uint64_t rng
     uint64_t requests
     uint64_t failures           # checks that failed: a bug, must stay 0
-    char _pad[32]
+    unsigned lookups            # checked copies per request (0 counts as 1)
+    char _pad[28]
 
 
 cdef uint64_t spin_work(uint64_t iters, uint64_t seed) noexcept nogil:
@@ -69,11 +70,13 @@ cdef uint64_t spin_work(uint64_t iters, uint64_t seed) noexcept nogil:
 
 
 cdef void uc_worker_loop(uc_worker_t* w) noexcept nogil:
-    """One copier: pick a buffer, check the copy (check_heap_object), copy."""
+    """One copier: a request is `lookups` times (pick a buffer, check the copy
+    (check_heap_object), copy), then the request's other CPU work."""
     cdef char src[4096]
-    cdef uint64_t r, off, addr, st, la, sink = 0
+    cdef uint64_t r = 0, off, addr, st, la, sink = 0
     cdef size_t i, j
     cdef size_t chunk
+    cdef unsigned k, lookups = w.lookups if w.lookups else 1
     cdef bint ok
     cdef uint64_t span = w.buffer_size - w.copy_size + 1
     memset(src, 0x5a, sizeof(src))
@@ -81,24 +84,26 @@ cdef void uc_worker_loop(uc_worker_t* w) noexcept nogil:
         sched_yield()
     while not vm_load_int(&w.shared.stop):
         for j in range(64):
-            r = xorshift64(&w.rng)
-            i = r % w.nbuf
-            off = (r >> 24) % span
-            addr = w.starts[i] + off
-            if w.check == UC_LOCKED:
-                ok = space_find(w.space, addr, &st, &la) and w.copy_size - 1 <= la - addr
-                if not ok:
-                    w.failures += 1
-            elif w.check == UC_UNLOCKED:
-                ok = space_find_unlocked(w.space, addr, &st, &la) and w.copy_size - 1 <= la - addr
-                if not ok:
-                    w.failures += 1
-            # copy_from_user into the buffer, in page-sized pieces of src
-            chunk = 0
-            while chunk < w.copy_size:
-                memcpy(w.mem[i] + off + chunk, src,
-                       min(<size_t>sizeof(src), w.copy_size - chunk))
-                chunk += sizeof(src)
+            for k in range(lookups):
+                r = xorshift64(&w.rng)
+                i = r % w.nbuf
+                off = (r >> 24) % span
+                addr = w.starts[i] + off
+                if w.check == UC_LOCKED:
+                    ok = space_find(w.space, addr, &st, &la) and w.copy_size - 1 <= la - addr
+                    if not ok:
+                        w.failures += 1
+                elif w.check == UC_UNLOCKED:
+                    ok = (space_find_unlocked(w.space, addr, &st, &la)
+                          and w.copy_size - 1 <= la - addr)
+                    if not ok:
+                        w.failures += 1
+                # copy_from_user into the buffer, in page-sized pieces of src
+                chunk = 0
+                while chunk < w.copy_size:
+                    memcpy(w.mem[i] + off + chunk, src,
+                           min(<size_t>sizeof(src), w.copy_size - chunk))
+                    chunk += sizeof(src)
             if w.work_iters:
                 sink += spin_work(w.work_iters, r)
             w.requests += 1
@@ -228,6 +233,72 @@ cdef object _leak_selftest(size_t nbytes):
     memset(p, 1, nbytes)
     return <uintptr_t>p != 0
 
+
+# -- additions for the anchors' experiments (usercopy --compare seed) ----------
+
+cdef void uc_churn_lazy_loop(space_t* s, uc_shared_t* shared, uint64_t period_ns,
+                             uint64_t cpu, uint64_t* ops, uint64_t* purges) noexcept nogil:
+    """The background writer as vmalloc()/vfree() do it: alloc_vmap_area()
+    tries the pool of its CPU's node first, vfree() frees lazily
+    (free_vmap_area_noflush()), and past lazy_max_pages a drain runs unless
+    one is already running (schedule_work() of drain_vmap_work: a pending
+    work is not queued twice)."""
+    cdef timespec ts
+    cdef uint64_t addr = 0, st, la, nr_lazy, fs, fl
+    cdef uint64_t szm1 = 2 * s.page_size - 1        # one page and its guard page
+    cdef uint64_t tag
+    cdef bint over = False
+    cdef bint rotated = False       # a miss that rotated the pool: nothing to undo here
+    cdef alloc_status_t rc
+    ts.tv_sec = period_ns // 1000000000ULL
+    ts.tv_nsec = period_ns % 1000000000ULL
+    while not vm_load_int(&shared.stop):
+        rc = ALLOC_NOSPACE
+        tag = 0
+        if s.nr_nodes > 1:
+            tag = cpu % s.nr_nodes
+            rc = space_alloc_pooled(s, <unsigned>tag, szm1, s.page_size, &addr, &rotated)
+            tag += 1
+        if rc != ALLOC_OK:
+            rc = space_alloc(s, szm1, s.page_size, s.start, s.last, tag, &addr)
+        if rc != ALLOC_OK:
+            space_purge(s, True, &fs, &fl)          # the overflow path, then one retry
+            purges[0] += 1
+            rc = space_alloc(s, szm1, s.page_size, s.start, s.last, tag, &addr)
+        if rc == ALLOC_OK:
+            space_free_lazy(s, addr, &st, &la, &over, &nr_lazy)
+            ops[0] += 1
+            if over and vm_lock_try(s.purge_lock):
+                space_purge_detach(s, False, &fs, &fl)
+                space_purge_reclaim(s, False)
+                vm_unlock(s.purge_lock)
+                purges[0] += 1
+        if period_ns:
+            nanosleep(&ts, NULL)
+
+
+cdef bint uc_count_walk(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
+                        unsigned* nodes) noexcept nogil:
+    """space_find()'s walk (find_vmap_area()), node by node through
+    node_find(), counting the nodes it visits: the walk lengths of the
+    usercopy cells, measured apart from the timed loop."""
+    cdef unsigned i = addr_to_node_id(s, addr)
+    cdef unsigned first = i
+    cdef bint found = False
+    nodes[0] = 0
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    while True:
+        nodes[0] += 1
+        found = node_find(s, &s.nodes[i], addr, start, last)
+        if found:
+            break
+        i = node_walk_next(s, i)
+        if i == first:
+            break
+    if s.global_lock != NULL:
+        vm_unlock(s.global_lock)
+    return found
 
 cdef object _ubsan_selftest(int shift):
     """Test-only (vmap_core._testhooks): shift a 64-bit word by shift bits (64: undefined behaviour),

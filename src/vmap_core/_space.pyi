@@ -1,7 +1,7 @@
 """Type stub of the Cython core (vmap_core._space)."""
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar, overload, SupportsIndex
 
 from _typeshed import SupportsWrite
@@ -140,8 +140,30 @@ class VmapSpace:
     def __setstate__(self, state: object) -> None: ...
 
 def default_nr_nodes() -> int: ...
-def usercopy_cell(
-    mode: UsercopyMode,
+def stress_native(
+    space: VmapSpace, threads: int, ops: int, seed: int = 1, max_owned: int = 256
+) -> dict[str, Any]: ...
+
+TEST_VMALLOC_NATIVE_MASK: int
+TEST_VMALLOC_MAX_CPUS: int
+MAX_COUNT_LOOKUPS: int
+
+def lock_totals(space: VmapSpace) -> dict[str, Any]: ...
+def test_vmalloc_native(
+    space: VmapSpace,
+    orders: Sequence[Sequence[int]],
+    cpus: Sequence[int],
+    rng_states: Sequence[int],
+    *,
+    test_loop_count: int,
+    test_repeat_count: int = 1,
+    nr_pages: int = 0,
+    use_huge: bool = False,
+    online_cpus: int = 1,
+    auto_purge: bool = True,
+) -> dict[str, Any]: ...
+def usercopy_run(
+    mode: str,
     threads: int,
     *,
     buffers: int = 1000,
@@ -151,7 +173,9 @@ def usercopy_cell(
     churn_us: int = 100,
     work_ns: int = 0,
     nr_nodes: int | None = None,
-) -> dict[str, Any]: ...
-def stress_native(
-    space: VmapSpace, threads: int, ops: int, seed: int = 1, max_owned: int = 256
+    kernel: str | None = None,
+    lookups: int = 1,
+    lazy_writer: bool = False,
+    lazy_max_pages: int | None = None,
+    count_lookups: int = 20000,
 ) -> dict[str, Any]: ...

@@ -6,12 +6,14 @@ cdef extern from "_locks.h" nogil:
     ctypedef struct vm_lock_t:
         uint64_t acquisitions
         uint64_t contended
+        uint64_t wait_ns
     void vm_lock_init(vm_lock_t* l)
     bint vm_lock_try(vm_lock_t* l)
     void vm_lock_wait(vm_lock_t* l)
     void vm_unlock(vm_lock_t* l)
     ctypedef struct vm_rwlock_t:
         uint64_t read_waits
+        uint64_t wait_ns
     void vm_rwlock_init(vm_rwlock_t* l)
     bint vm_read_trylock(vm_rwlock_t* l)
     void vm_read_lock(vm_rwlock_t* l)

@@ -97,7 +97,13 @@ def resolve_lock(profile: Profile, lock: object) -> LockMode:
         return profile.default_lock
     if not isinstance(lock, str):
         raise TypeError(f"lock must be a str or None, not {type(lock).__name__}")
-    mode = next((m for m in LOCK_MODES if m == lock), None)
+    # Our own literal, not the caller's str (subclass); a loop, not a generator, so that
+    # a MemoryError under fault injection is raised here rather than "ignored" at close.
+    mode = None
+    for m in LOCK_MODES:
+        if m == lock:
+            mode = m
+            break
     if mode is None:
         raise ValueError(f"lock must be one of {LOCK_MODES} or None, not {lock!r}")
     if lock == "node" and not profile.nodes:

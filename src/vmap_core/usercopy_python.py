@@ -1,10 +1,12 @@
 """The usercopy cell with Python threads as the workers.
 
-The same experiment as the native cell (``vmap_core._space.usercopy_cell``):
-``threads`` copiers each pick one of ``buffers`` vmalloc'ed buffers, check the
-copy against the space (``VmapSpace.check_copy``, check_heap_object()) except
-in ``nocheck``, and copy ``copy_size`` bytes into it, while a writer thread
-allocates and frees an area every ``churn_us`` microseconds.  Here every one
+The same experiment as the native cell (``vmap_core._space.usercopy_run``),
+plugged into :func:`vmap_core.usercopy.run_sweep` as its ``runner``:
+``threads`` copiers each serve requests of ``lookups`` checked copies (pick
+one of ``buffers`` vmalloc'ed buffers, check the copy against the space with
+``VmapSpace.check_copy``, check_heap_object(), except in ``nocheck``, copy
+``copy_size`` bytes into it), while a writer thread allocates and frees (or
+frees lazily, ``lazy_writer``) an area every ``churn_us`` microseconds.  Here every one
 of them is a plain ``threading.Thread`` running Python: on a free-threaded
 CPython with the GIL off they run in parallel and contend on the space's
 locks as the native threads do; on a GIL build the GIL serialises them, so
@@ -29,7 +31,7 @@ PAGE = 4096
 BASE = 1 << 40
 #: Modes a Python worker can run: "unlocked" (a lookup without any lock) has
 #: no Python-level call, it exists only in the native cell.
-MODES = ("nocheck", "global", "node", "rwlock", "optimistic")
+MODES = ("nocheck", "global", "node", "split", "rwlock", "optimistic")
 MAX_THREADS = 1024
 
 
@@ -54,12 +56,16 @@ def _bounded(v: object, name: str, lo: int, hi: int) -> int:
 
 def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: int = 65536,
                 copy_size: int = 1024, seconds: float = 1.0, churn_us: int = 100,
-                work_ns: int = 0, nr_nodes: int | None = None) -> dict[str, Any]:
-    """One cell with Python threads; returns what usercopy_cell() returns
-    (requests, elapsed, per_thread, churn_ops, lock_stats) and ``workers``:
-    "python".  ValueError for a mode not in MODES or an argument out of the
-    native cell's ranges."""
-    from ._space import VmapSpace
+                work_ns: int = 0, nr_nodes: int | None = None, kernel: str | None = None,
+                lookups: int = 1, lazy_writer: bool = False,
+                lazy_max_pages: int | None = None) -> dict[str, Any]:
+    """One cell with Python threads; returns the keys of usercopy_run()'s
+    result that run_sweep() reads (requests, elapsed, per_thread, lookups,
+    churn_ops, locks: lock_totals() of the run, nr_nodes; walk_* are 0: the
+    counting pass is the native cell's) and ``workers``: "python".
+    ValueError for a mode not in MODES or an argument out of the native
+    cell's ranges."""
+    from ._space import VmapSpace, lock_totals
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} cannot run with Python workers; they run "
                          f"{', '.join(MODES)}")
@@ -69,6 +75,7 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
     csize = _bounded(copy_size, "copy_size", 1, bsize)
     churn_s = _bounded(churn_us, "churn_us", 0, 10 ** 9) / 1e6
     work = _bounded(work_ns, "work_ns", 0, 10 ** 9)
+    nlookups = _bounded(lookups, "lookups", 1, 10 ** 6)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
     if not (math.isfinite(seconds) and 0 < seconds <= 86400):
@@ -77,10 +84,14 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
         raise ValueError("buffer_size must be a multiple of 4096")
     area = bsize + PAGE                 # vmalloc adds a guard page
     lock = "node" if mode == "nocheck" else mode
-    space = VmapSpace(BASE, BASE + 4 * nbuf * area + (1 << 30), nr_nodes=nr_nodes, lock=lock)
+    if kernel == "6.8" or mode == "split":
+        nr_nodes = 1
+    space = VmapSpace(BASE, BASE + 4 * nbuf * area + (1 << 30), nr_nodes=nr_nodes,
+                      lock=None if lock == "split" else lock, kernel=kernel,
+                      lazy_max_pages=lazy_max_pages)
     # Only the locked modes let the writer touch the tree the readers walk.
     churn_space = space if mode != "nocheck" else VmapSpace(
-        BASE, BASE + (1 << 30), nr_nodes=nr_nodes, lock="node")
+        BASE, BASE + (1 << 30), nr_nodes=nr_nodes, kernel=kernel)
     starts = [space.alloc(area) for _ in range(nbuf)]
     arena = bytearray(nbuf * bsize)     # vzalloc: zeroed
     span = bsize - csize + 1
@@ -108,13 +119,14 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
         try:
             while not stop.is_set():
                 for _ in range(64):
-                    r = rng.getrandbits(64)
-                    i = r % nbuf
-                    off = (r >> 24) % span
-                    if check:
-                        check_copy(mine[i] + off, csize)     # check_heap_object()
-                    o = offsets[i] + off
-                    view[o:o + csize] = src                  # copy_to_user()
+                    for _ in range(nlookups):
+                        r = rng.getrandbits(64)
+                        i = r % nbuf
+                        off = (r >> 24) % span
+                        if check:
+                            check_copy(mine[i] + off, csize)     # check_heap_object()
+                        o = offsets[i] + off
+                        view[o:o + csize] = src                  # copy_to_user()
                     if work:
                         t = time.perf_counter_ns() + work
                         while time.perf_counter_ns() < t:
@@ -128,8 +140,9 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
     def churn() -> None:
         ready.wait()
         try:
+            release = churn_space.free_lazy if lazy_writer else churn_space.free
             while not stop.is_set():
-                churn_space.free(churn_space.alloc(PAGE))
+                release(churn_space.alloc(PAGE))
                 churn_ops[0] += 1
                 if churn_s:
                     time.sleep(churn_s)
@@ -153,9 +166,9 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
             t.join()
     if errors:
         raise RuntimeError(f"usercopy: a Python worker failed: {errors[0]!r}") from errors[0]
-    st = space.stats()
-    lock_stats = {k: st[k] for k in ("lock_acquisitions", "lock_contended",
-                                     "rwlock_read_waits", "optimistic_retries",
-                                     "optimistic_fallbacks")}
-    return {"requests": sum(requests), "elapsed": elapsed, "per_thread": requests,
-            "churn_ops": churn_ops[0], "lock_stats": lock_stats, "workers": "python"}
+    total = sum(requests)
+    return {"requests": total, "elapsed": elapsed, "per_thread": requests,
+            "lookups": 0 if mode == "nocheck" else total * nlookups,
+            "churn_ops": churn_ops[0], "locks": lock_totals(space),
+            "walk_lookups": 0, "walk_nodes": 0, "walk_off_first": 0,
+            "nr_nodes": space.nr_nodes, "workers": "python"}

@@ -24,6 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .. import measure, profiles
 from ..kernel.vmallocinfo import MAX_DUMP_BYTES, read_file
 from ..reference import LOCK_MODES, MAX_NODES
 
@@ -66,6 +67,11 @@ def float_in(lo_exclusive: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+# The core's bound on native worker threads (vmap_core._space.MAX_NATIVE_THREADS; a test
+# keeps the two equal): the CLI refuses more as a usage error, before any work.
+MAX_NATIVE_THREADS = 1024
+
+
 def int_list(hi: int) -> Callable[[str], list[int]]:
     """'1,2,4' -> [1, 2, 4]: each in 1..hi, sorted, without duplicates."""
     one = int_in(1, hi)
@@ -94,6 +100,47 @@ def choice_list(known: tuple[str, ...], what: str) -> Callable[[str], list[str]]
 
 
 lock_list = choice_list(LOCK_MODES, "lock mode")
+#: Lock designs of every kernel profile: "split" is v6.8's.
+design_lock_list = choice_list(profiles.LOCK_MODES, "lock mode")
+
+
+def design_list(known: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """'node,6.9/node,6.8' -> designs of the usercopy experiment: modes in
+    ``known``, or KERNEL/MODE (vmap_core.usercopy.parse_design), in order,
+    without duplicates."""
+    def parse(s: str) -> list[str]:
+        from ..usercopy import parse_design
+        names = list(dict.fromkeys(m.strip() for m in s.split(",") if m.strip()))
+        bad = []
+        for m in names:
+            try:
+                parse_design(m)
+            except (TypeError, ValueError):
+                bad.append(m)
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown mode(s) {', '.join(bad) or '(none given)'}; choose from "
+                f"{','.join(known)}, or KERNEL/MODE such as 6.9/node, 6.8/split")
+        return names
+    parse.__name__ = "list"
+    return parse
+
+
+def kernel_list(s: str) -> list[str]:
+    """'6.9,6.16' -> the profiles' names (any version from 6.8 on maps to the
+    profile of the last change at or before it), in order, without duplicates."""
+    from ..profiles import resolve
+    names = []
+    for tok in s.split(","):
+        if not tok.strip():
+            continue
+        try:
+            names.append(resolve(tok.strip()).name)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not names:
+        raise argparse.ArgumentTypeError(f"empty list: {s!r}")
+    return list(dict.fromkeys(names))
 
 
 _KERNEL_INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
@@ -169,6 +216,11 @@ def percent(x: float) -> str:
     if 0 < x < 0.00005:
         return "<0.01%"
     return f"{x:.2%}"
+
+
+def machine_name() -> str:
+    """'this machine (AMD EPYC, x86_64, 2 CPUs available)'."""
+    return measure.machine_name()
 
 
 def plural(n: int, word: str) -> str:

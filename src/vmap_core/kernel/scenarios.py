@@ -1,13 +1,16 @@
 """The scenarios of Linux ``lib/test_vmalloc.c`` over a vmap space.
 
-The kernel's test module (Uladzislau Rezki, 2018; read here in its form
-with ``nr_threads`` and ``vm_map_ram_test``, v6.9 and later) stresses vmalloc with
+The kernel's test module (Uladzislau Rezki, 2018; read here in its 2025 form:
+``nr_threads``, ``vm_map_ram_test``, ``run_test_mask`` 7 by default, and
+``align_shift_alloc_test`` counted as *xfailed*) stresses vmalloc with
 eleven scenarios, selected by ``run_test_mask`` and run by
 ``nr_threads`` kernel threads, each in its own shuffled order.  This module runs
-the same scenarios, with the same sizes, alignments, counts and random draws,
-against a :class:`vmap_core.VmapSpace` (or :class:`vmap_core.reference.ReferenceSpace`)
-laid out like x86-64's vmalloc range, with Python threads sharing one space (the
-reference has no locks of its own: with several threads its calls are serialized).
+the same scenarios, with the same sizes, alignments, counts and random draws
+(:class:`KernelRandom`), against a :class:`vmap_core.VmapSpace` (or
+:class:`vmap_core.reference.ReferenceSpace`) laid out like x86-64's vmalloc range.
+Two drivers run them (:mod:`vmap_core.kernel.driver`): native threads without
+the GIL (``_tvmalloc.pxi``, the same scenarios in C, held to these by the tests),
+and Python threads sharing one space.
 
 What a scenario calls, and what that is here (see :class:`Vmalloc`):
 
@@ -48,23 +51,17 @@ kernel leaves it to a later grace period (kvfree_rcu) or keeps a partly used
 vmap block for later (vm_map_ram).  Scenarios of other kernel versions that
 never reach vmalloc (``kvfree_rcu_{1,2}_arg_slab_test``: kmalloc) are left out.
 
-The module's parameters are in :class:`Params`; the kernel's defaults, except
-``test_loop_count`` (see ``DEFAULT_TEST_LOOP_COUNT``).  :func:`run` is the
-module's ``do_concurrent_test``, :func:`run_locks` runs it once per lock mode.
+The module's parameters are in :class:`Params`, with the kernel's defaults
+(the Python driver divides ``test_loop_count`` by ten: ``DEFAULT_TEST_LOOP_COUNT``);
+the driver, its presets and its reports are in :mod:`vmap_core.kernel.driver`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import platform
-import random
-import threading
-import time
-from datetime import datetime, timezone
 
 from .._errors import VmapExhausted
-from .._version import __version__
 
 # -- the kernel's constants (x86-64, 4 KiB pages, 4-level paging) ----------------
 
@@ -92,12 +89,16 @@ LONG_BUSY_LIST_AREAS = 15000            # long_busy_list_alloc_test
 PCPU_OBJECTS = 35000                    # pcpu_alloc_test
 
 KERNEL_TEST_LOOP_COUNT = 1_000_000
-#: test_loop_count by default: the kernel's 1,000,000 divided by 10.  Every loop
-#: is a Python loop around the calls (about 1.3 us an alloc + lazy free with the
-#: core), so the kernel's count takes some 13 s per lock mode, close to a minute
-#: for the default four; a tenth takes about 2 s each.  The fixed counts of the
-#: scenarios (15000, 35000, fls(cpus) * 32 MiB / PAGE_SIZE, 64 shifts) are kept.
+#: test_loop_count of the Python driver by default: the kernel's 1,000,000
+#: divided by 10.  Every loop is a Python loop around the calls (about 1.3 us an
+#: alloc + lazy free with the core), so the kernel's count takes some 13 s per
+#: lock mode; a tenth takes about 2 s each.  The native driver keeps the
+#: kernel's count.  The fixed counts of the scenarios (15000, 35000,
+#: fls(cpus) * 32 MiB / PAGE_SIZE, 64 shifts) are kept.
 DEFAULT_TEST_LOOP_COUNT = KERNEL_TEST_LOOP_COUNT // 10
+#: run_test_mask by default: the first three tests, "expected to pass cleanly"
+#: (lib/test_vmalloc.c since 2025; INT_MAX, all of them, before).
+KERNEL_RUN_TEST_MASK = 7
 
 
 def fls(x: int) -> int:
@@ -112,6 +113,56 @@ def get_order(size: int, page_size: int = PAGE_SIZE) -> int:
 
 def _round_up(x: int, a: int) -> int:
     return -(-x // a) * a
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finalizer."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+class KernelRandom:
+    """The kernel's get_random_u8(), get_random_u32(), get_random_u32_below()
+    and get_random_u32_inclusive() as the scenarios call them, over one
+    splitmix64 stream.  The native workers (_tvmalloc.pxi) draw from the same
+    generator, so a scenario makes the same draws in both drivers; ``state``
+    is all there is to it.  get_random_u32_below() is the kernel's
+    multiply-and-shift with rejection."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: int):
+        self.state = state & _M64
+
+    @classmethod
+    def for_worker(cls, seed: int, index: int) -> "KernelRandom":
+        """Worker ``index``'s stream for a run's ``seed``."""
+        return cls(_mix64((seed & _M64) ^ _mix64(index + 1)))
+
+    def _next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & _M64
+        return _mix64(self.state)
+
+    def get_random_u32(self) -> int:
+        return self._next() >> 32
+
+    def get_random_u8(self) -> int:
+        return self._next() >> 56
+
+    def get_random_u32_below(self, ceil: int) -> int:
+        mult = ceil * self.get_random_u32()
+        if mult & 0xFFFFFFFF < ceil:
+            bound = ((1 << 32) - ceil) % ceil
+            while mult & 0xFFFFFFFF < bound:
+                mult = ceil * self.get_random_u32()
+        return mult >> 32
+
+    def get_random_u32_inclusive(self, lo: int, hi: int) -> int:
+        return lo + self.get_random_u32_below(hi - lo + 1)
 
 
 # -- the kernel calls, over a space --------------------------------------------
@@ -172,7 +223,7 @@ class Params:
     clamping (``init_test_configuration``).
     """
 
-    run_test_mask: int = INT_MAX
+    run_test_mask: int = KERNEL_RUN_TEST_MASK
     nr_threads: int = 0                 # the kernel's default; clamped to 1
     test_loop_count: int = DEFAULT_TEST_LOOP_COUNT
     test_repeat_count: int = 1
@@ -272,7 +323,7 @@ def random_size_alloc_test(space, rng, params) -> bool:
     """vmalloc/vfree of 1..100 pages (uniform), test_loop_count times."""
     vm = Vmalloc(space)
     for _ in range(params.test_loop_count):
-        p = vm.vmalloc(rng.randint(1, 100) * vm.page)
+        p = vm.vmalloc(rng.get_random_u32_inclusive(1, 100) * vm.page)
         if p is None:
             return False
         vm.vfree(p)
@@ -295,7 +346,7 @@ def random_size_align_alloc_test(space, rng, params) -> bool:
     """One random byte r: align 1 << (r % 23), size (r % 10 + 1) pages."""
     vm = Vmalloc(space)
     for _ in range(params.test_loop_count):
-        rnd = rng.getrandbits(8)                # get_random_u8()
+        rnd = rng.get_random_u8()
         ptr = vm.vmalloc_node((rnd % 10 + 1) * vm.page, 1 << (rnd % 23))
         if ptr is None:
             return False
@@ -381,8 +432,8 @@ def pcpu_alloc_test(space, rng, params) -> bool:
     chunks = _PcpuChunks(vm)
     rv, objs = True, []
     for _ in range(PCPU_OBJECTS):
-        size = rng.randint(1, vm.page // 4)
-        align = 1 << rng.randint(1, 11)
+        size = rng.get_random_u32_inclusive(1, vm.page // 4)
+        align = 1 << rng.get_random_u32_inclusive(1, 11)
         obj = chunks.alloc(size, align)
         if obj is None:
             rv = False
@@ -551,322 +602,14 @@ def selected(run_test_mask: int) -> list[int]:
     return [i for i in range(len(SCENARIOS)) if (run_test_mask >> i) & 1]
 
 
-def shuffle_array(arr: list, rng: random.Random) -> None:
+def shuffle_array(arr: list, rng: KernelRandom) -> None:
     """The module's shuffle_array(): j drawn below i, so every element moves."""
     for i in range(len(arr) - 1, 0, -1):
-        j = rng.randrange(i)
+        j = rng.get_random_u32_below(i)
         arr[i], arr[j] = arr[j], arr[i]
 
 
-# -- the driver --------------------------------------------------------------------
-
-@dataclasses.dataclass
-class TestData:
-    """struct test_case_data: per worker and scenario."""
-    passed: int = 0
-    failed: int = 0
-    usec: float = 0.0           # (time of all repeats) / test_repeat_count
-
-
-@dataclasses.dataclass
-class Worker:
-    index: int
-    order: list[int]            # scenario indices in the order this worker ran them
-    data: dict[int, TestData]
-    usec: float = 0.0           # "All test took workerN": start to stop
-
-
-@dataclasses.dataclass
-class LockRun:
-    """One do_concurrent_test() on a fresh space with one lock mode."""
-    impl: str
-    lock: str
-    params: Params
-    seed: int
-    workers: list[Worker]
-    wall_s: float
-    check_ok: bool
-    check_error: str | None
-    empty: bool
-    stats: dict
-
-    def summary(self) -> list[dict]:
-        """Per selected scenario: passed and failed summed over workers, avg usec
-        the mean of the workers' averages, and whether that is what is expected."""
-        rows = []
-        for i in selected(self.params.run_test_mask):
-            sc = SCENARIOS[i]
-            data = [w.data[i] for w in self.workers]
-            passed = sum(d.passed for d in data)
-            failed = sum(d.failed for d in data)
-            want_fail = sc.supposed_to_fail
-            rows.append({
-                "id": 1 << i, "name": sc.name, "passed": passed, "failed": failed,
-                "avg_usec": sum(d.usec for d in data) / len(data),
-                "supposed_to_fail": want_fail,
-                "as_expected": (passed == 0) if want_fail else (failed == 0),
-            })
-        return rows
-
-    @property
-    def ok(self) -> bool:
-        return (self.check_ok and self.empty
-                and all(r["as_expected"] for r in self.summary()))
-
-
-def _finish(space) -> tuple[bool, str | None, bool]:
-    """Purge what is lazy or pooled, then check(): (check ok, error, empty)."""
-    purge = getattr(space, "purge", None)
-    if purge is not None:
-        purge(full=True)
-    drain = getattr(space, "drain_pools", None)
-    if drain is not None:
-        drain()
-    try:
-        space.check()
-    except (AssertionError, RuntimeError, ValueError) as e:
-        return False, f"{type(e).__name__}: {e}", False
-    whole = [(a.start, a.end) for a in space.free_areas()]
-    return True, None, len(space) == 0 and whole == [(space.start, space.end)]
-
-
-class Serialized:
-    """A space whose every call holds one lock: for ReferenceSpace, which has no
-    locking of its own (lock modes change nothing there), under several threads."""
-
-    def __init__(self, space):
-        object.__setattr__(self, "_space", space)
-        object.__setattr__(self, "_lock", threading.Lock())
-
-    def __getattr__(self, name):
-        value = getattr(self._space, name)
-        if not callable(value):
-            return value
-        lock = self._lock
-
-        def locked(*args, **kwargs):
-            with lock:
-                return value(*args, **kwargs)
-        return locked
-
-    def __len__(self):
-        with self._lock:
-            return len(self._space)
-
-
-def _thread_safe(space) -> bool:
-    """The Cython core locks itself; anything else is serialized."""
-    try:
-        from .._space import VmapSpace
-    except ImportError:
-        return False
-    return isinstance(space, VmapSpace)
-
-
-def run(space, params: Params = Params(), *, seed: int | None = None,
-        impl: str = "core", on_test_done=None) -> LockRun:
-    """do_concurrent_test() on ``space``: nr_threads Python threads, each running
-    the selected scenarios (shuffled unless sequential_test_order) test_repeat_count
-    times, all released at once; then purge, check() and the empty test.
-
-    ``on_test_done()`` is called from the worker threads after each scenario.
-    A scenario that raises (a bug, not a failed allocation) is re-raised here
-    after all workers stopped.  A space other than the core (the reference) is
-    shared through :class:`Serialized` when there is more than one worker.
-    """
-    p = params.effective()
-    shared = space if p.nr_threads == 1 or _thread_safe(space) else Serialized(space)
-    if seed is None:
-        seed = random.SystemRandom().getrandbits(32)
-    go = threading.Event()                     # prepare_for_test_rwsem
-    errors: list[BaseException] = []
-    workers: list[Worker] = []
-
-    for n in range(p.nr_threads):
-        order = list(range(len(SCENARIOS)))
-        rng = random.Random(f"{seed}/{n}")
-        if not p.sequential_test_order:
-            shuffle_array(order, rng)
-        order = [i for i in order if (p.run_test_mask >> i) & 1]
-        workers.append(Worker(n, order, {i: TestData() for i in order}))
-
-    def test_func(w: Worker) -> None:
-        rng = random.Random(f"{seed}/{w.index}/tests")
-        go.wait()
-        start = time.perf_counter_ns()
-        try:
-            for i in w.order:
-                t0 = time.perf_counter_ns()
-                for _ in range(p.test_repeat_count):
-                    if SCENARIOS[i](shared, rng, p):
-                        w.data[i].passed += 1
-                    else:
-                        w.data[i].failed += 1
-                w.data[i].usec = (time.perf_counter_ns() - t0) / 1e3 / p.test_repeat_count
-                if on_test_done is not None:
-                    on_test_done()
-        except BaseException as e:             # reported by run()
-            errors.append(e)
-        w.usec = (time.perf_counter_ns() - start) / 1e3
-
-    threads = [threading.Thread(target=test_func, args=(w,), name=f"vmalloc_test/{w.index}",
-                                daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter()
-    go.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    check_ok, check_error, empty = _finish(space)
-    return LockRun(impl=impl, lock=space.lock, params=p, seed=seed, workers=workers,
-                   wall_s=wall, check_ok=check_ok, check_error=check_error, empty=empty,
-                   stats=dict(space.stats()))
-
-
-def space_class(reference: bool = False):
-    """VmapSpace (the Cython core) or ReferenceSpace."""
-    if reference:
-        from ..reference import ReferenceSpace
-        return ReferenceSpace
-    from .._space import VmapSpace
-    return VmapSpace
-
-
-def lock_modes(reference: bool = False) -> tuple[str, ...]:
-    if reference:
-        from ..reference import LOCK_MODES
-    else:
-        from .._space import LOCK_MODES
-    return tuple(LOCK_MODES)
-
-
-def default_locks(reference: bool = False) -> tuple[str, ...]:
-    """All four for the core; ``node`` alone for the reference (locks change nothing there)."""
-    return ("node",) if reference else lock_modes(False)
-
-
-def make_space(lock: str, reference: bool = False, **kwargs):
-    """A fresh space over x86-64's vmalloc range [VMALLOC_START, VMALLOC_END)."""
-    return space_class(reference)(VMALLOC_START, VMALLOC_END, lock=lock, **kwargs)
-
-
-def run_locks(locks, params: Params = Params(), *, seed: int | None = None,
-              reference: bool = False, progress=None) -> list[LockRun]:
-    """:func:`run` once per lock mode, each on a fresh space, with the same seed.
-
-    ``progress(done, total, cell)`` (as in :mod:`vmap_core.cli.common`) is called from
-    this thread with ``cell = (lock, nr_threads)``, and with ``cell = None`` at the end.
-    """
-    p = params.effective()
-    if seed is None:
-        seed = random.SystemRandom().getrandbits(32)
-    impl = "reference" if reference else "core"
-    per_lock = p.nr_threads * len(selected(p.run_test_mask))
-    total = per_lock * len(locks)
-    out = []
-    for k, lock in enumerate(locks):
-        space = make_space(lock, reference)
-        done = [0]
-        lock_ = threading.Lock()
-
-        def tick():
-            with lock_:
-                done[0] += 1
-
-        result = []
-        runner = threading.Thread(target=lambda: result.append(
-            _run_catching(space, p, seed, impl, tick)), daemon=True)
-        runner.start()
-        while runner.is_alive():
-            if progress is not None:
-                progress(k * per_lock + done[0], total, (lock, p.nr_threads))
-            runner.join(0.1)
-        res = result[0]
-        if isinstance(res, BaseException):
-            raise res
-        out.append(res)
-    if progress is not None:
-        progress(total, total, None)
-    return out
-
-
-def _run_catching(space, p, seed, impl, tick):
-    try:
-        return run(space, p, seed=seed, impl=impl, on_test_done=tick)
-    except BaseException as e:      # re-raised by run_locks in the calling thread
-        return e
-
-
-# -- reports -------------------------------------------------------------------------
-
-def kernel_lines(r: LockRun) -> list[str]:
-    """The module's pr_info() lines, per worker (µs where it prints cycles)."""
-    p = r.params
-    out = []
-    for w in r.workers:
-        for i in selected(p.run_test_mask):
-            d = w.data[i]
-            out.append(f"Summary: {SCENARIOS[i].name} passed: {d.passed} failed: {d.failed} "
-                       f"repeat: {p.test_repeat_count} loops: {p.test_loop_count} "
-                       f"avg: {int(d.usec)} usec")
-        out.append(f"All test took worker{w.index}={int(w.usec)} usec")
-    return out
-
-
-def verdict(r: LockRun) -> str:
-    if not r.check_ok:
-        chk = f"check() FAILED: {r.check_error}"
-    else:
-        chk = "check() ok, space empty" if r.empty else "check() ok, space NOT empty"
-    bad = [row["name"] for row in r.summary() if not row["as_expected"]]
-    res = "all as expected" if not bad else "UNEXPECTED: " + ", ".join(bad)
-    purges = r.stats.get("purges")
-    lazy = f"; {purges:,} purges" if purges is not None else "; frees immediate (no free_lazy)"
-    return f"{r.impl}/{r.lock}: {res}; {chk}{lazy}; {r.wall_s:.2f} s"
-
-
-def describe(p: Params, seed: int | None = None) -> str:
-    p = p.effective()
-    loops = f"{p.test_loop_count:,}"
-    if p.test_loop_count != KERNEL_TEST_LOOP_COUNT:
-        loops += f" (kernel default {KERNEL_TEST_LOOP_COUNT:,})"
-    extra = (f", nr_pages {p.nr_pages}" if p.nr_pages else "") + (", use_huge" if p.use_huge else "")
-    order = "sequential" if p.sequential_test_order else "shuffled"
-    s = (f"nr_threads {p.nr_threads}, test_loop_count {loops}, test_repeat_count "
-         f"{p.test_repeat_count}, run_test_mask {p.run_test_mask:#x}, {order} order{extra}")
-    return s + (f", seed {seed}" if seed is not None else "")
-
-
-def to_json(runs: list[LockRun], *, command: str | None = None) -> dict:
-    p = runs[0].params if runs else Params().effective()
-    return {
-        "params": dataclasses.asdict(p),
-        "kernel_test_loop_count": KERNEL_TEST_LOOP_COUNT,
-        "seed": runs[0].seed if runs else None,
-        "vmalloc_range": [VMALLOC_START, VMALLOC_END],
-        "runs": [{
-            "impl": r.impl, "lock": r.lock, "wall_s": r.wall_s, "ok": r.ok,
-            "check_ok": r.check_ok, "check_error": r.check_error, "empty": r.empty,
-            "summary": r.summary(),
-            "workers": [{"index": w.index, "usec": w.usec,
-                         "order": [SCENARIOS[i].name for i in w.order],
-                         "tests": {SCENARIOS[i].name: dataclasses.asdict(d)
-                                   for i, d in w.data.items()}} for w in r.workers],
-            "stats": {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                      for k, v in r.stats.items()},
-        } for r in runs],
-        "command": command,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "vmap_core": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-__all__ = ["Params", "Scenario", "SCENARIOS", "Vmalloc", "LockRun", "run", "run_locks",
-           "make_space", "selected", "shuffle_array", "kernel_lines", "verdict", "describe",
-           "to_json", "VMALLOC_START", "VMALLOC_END",
-           "DEFAULT_TEST_LOOP_COUNT", "KERNEL_TEST_LOOP_COUNT"] + [s.name for s in SCENARIOS]
+__all__ = ["KernelRandom", "Params", "Scenario", "SCENARIOS", "ALL_TESTS_MASK", "Vmalloc",
+           "selected", "shuffle_array", "fls", "get_order", "VMALLOC_START", "VMALLOC_END",
+           "PAGE_SIZE", "DEFAULT_TEST_LOOP_COUNT", "KERNEL_TEST_LOOP_COUNT",
+           "KERNEL_RUN_TEST_MASK"] + [s.name for s in SCENARIOS]
