@@ -117,7 +117,7 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
             return
         ready.wait()
         try:
-            while not stop.is_set():
+            while True:         # at least one batch, however late the thread got a CPU
                 for _ in range(64):
                     for _ in range(nlookups):
                         r = rng.getrandbits(64)
@@ -132,6 +132,8 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
                         while time.perf_counter_ns() < t:
                             pass
                 n += 64
+                if stop.is_set():
+                    break
         except BaseException as e:
             errors.append(e)
             stop.set()
@@ -141,9 +143,11 @@ def python_cell(mode: str, threads: int, *, buffers: int = 1000, buffer_size: in
         ready.wait()
         try:
             release = churn_space.free_lazy if lazy_writer else churn_space.free
-            while not stop.is_set():
+            while True:         # at least one change, as the workers make one batch
                 release(churn_space.alloc(PAGE))
                 churn_ops[0] += 1
+                if stop.is_set():
+                    break
                 if churn_s:
                     time.sleep(churn_s)
         except BaseException as e:
