@@ -1,15 +1,25 @@
-"""Do Python threads run in parallel in vmap_core, and what does the GIL cost?
+"""Do Python threads run in parallel in vmap_core?
 
-Two questions, one table each, every figure the best of several interleaved
-rounds:
+find_many() and find() from 1 and from N Python threads on one space, per
+lock mode, as throughput ratios (N threads / 1 thread) measured in this run:
+each figure the best of several interleaved rounds, with the spread of the
+per-round ratios.  On a free-threaded CPython (3.13t, 3.14t) with the GIL off
+every call runs in parallel; on a GIL build only find_many()'s lookups (which
+drop the GIL) and the lock waits do, and the table says which build ran.
 
-1. find_many() from 1 and from 2 Python threads on one space (per lock mode):
-   the lookups run without the GIL, so 2 threads should give close to 2x.
-2. find() keeping the GIL (what VmapSpace.find does) against a find() that
-   drops and retakes it around the lookup (VmapSpace._find_released), from 1
-   and from 2 Python threads: the reason the single-address call keeps it.
+Rows:
+  find_many            one call per thread over its own 200k-address array
+  find                 each thread its own bound method and its own ints
+  find (shared objs)   one bound method and one list of ints shared by every
+                       thread: on a free-threaded build each call then
+                       bumps reference counts that the other threads bump too
+  find (GIL dropped)   VmapSpace._find_released, the lookup between a release
+                       and a retake of the GIL (what find() avoids)
 
-    python benchmarks/bench_threads.py [--areas N] [--rounds R] [--json PATH]
+Then the lock statistics of find() from 1, 2 and 4 threads in "global" mode
+(one lock: contention rises with threads) and in "node" mode.
+
+    python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -18,83 +28,192 @@ import argparse
 import array
 import json
 import os
+import platform
 import random
+import sys
+import sysconfig
 import threading
 import time
+
+from rich.console import Console
+from rich.table import Table
 
 from vmap_core import VmapSpace
 
 P = 4096
 LOCKS = ("global", "node", "rwlock", "optimistic")
+CALLS = ("find_many", "find", "find (shared objs)", "find (GIL dropped)")
 
 
 def build(lock: str, n: int, seed: int = 1):
     rng = random.Random(seed)
-    space = VmapSpace(1 << 40, (1 << 40) + (1 << 38), nr_nodes=max(2, os.cpu_count() or 1), lock=lock)
+    space = VmapSpace(1 << 40, (1 << 40) + (1 << 38), nr_nodes=max(2, os.cpu_count() or 1),
+                      lock=lock)
     starts = [space.alloc(P * rng.randint(1, 16)) for _ in range(n)]
     qs = array.array("Q", (s + rng.randrange(P) for s in rng.choices(starts, k=200_000)))
     return space, qs
 
 
-def in_threads(nthreads: int, fn) -> float:
-    """Wall time of running fn() on nthreads threads at once."""
-    barrier = threading.Barrier(nthreads + 1)
+def in_threads(nthreads: int, setup, body) -> tuple[float, float]:
+    """(wall time, CPU time summed over the threads) of body(setup(i)) on
+    nthreads threads at once.  setup (each thread's own objects) runs before
+    the clock starts; each thread reads the clocks itself, so that a main
+    thread descheduled on a busy machine cannot miss the start."""
+    barrier = threading.Barrier(nthreads)
+    errors = []
+    spans = []
 
-    def run():
+    def run(i):
+        try:
+            state = setup(i)
+        except BaseException as e:      # reported below; the barrier still meets
+            errors.append(e)
+            state = None
         barrier.wait()
-        fn()
+        t0, c0 = time.perf_counter(), time.thread_time()
+        if state is not None:
+            body(state)
+        spans.append((t0, time.perf_counter(), time.thread_time() - c0))
 
-    pool = [threading.Thread(target=run) for _ in range(nthreads)]
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(nthreads)]
     for t in pool:
         t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
     for t in pool:
         t.join()
-    return time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    return wall, sum(cpu for _, _, cpu in spans)
+
+
+def own_ints(qs) -> list[int]:
+    """A list of new int objects with qs's values, owned by the calling thread."""
+    out = []
+    for a in qs:
+        out.append(int.from_bytes(a.to_bytes(8, "little"), "little"))
+    return out
+
+
+def loop(state) -> None:
+    fn, addrs = state
+    for a in addrs:
+        fn(a)
+
+
+def workloads(space, qs, short):
+    """call name -> (setup(i), body(state), ops per thread)."""
+    shared_fn = space.find
+    return {
+        "find_many": (lambda i: (space.find_many, array.array("Q", qs)),
+                      lambda st: st[0](st[1]), len(qs)),
+        "find": (lambda i: (space.find, own_ints(short)), loop, len(short)),
+        "find (shared objs)": (lambda i: (shared_fn, short), loop, len(short)),
+        "find (GIL dropped)": (lambda i: (space._find_released, own_ints(short)), loop,
+                               len(short)),
+    }
+
+
+def lock_stats(space, qs, nthreads: int) -> tuple[int, int]:
+    """(acquisitions, contended) of every lock of space while nthreads
+    threads run find_many() over qs (lookups back to back, so that a lock is
+    held for much of the time, as in the kernel's hot paths)."""
+    before = space.stats()
+    in_threads(nthreads, lambda i: (space.find_many, array.array("Q", qs)),
+               lambda st: st[0](st[1]))
+    after = space.stats()
+    acq = sum(after["lock_acquisitions"].values()) - sum(before["lock_acquisitions"].values())
+    cont = sum(after["lock_contended"].values()) - sum(before["lock_contended"].values())
+    return acq, cont
+
+
+def build_info() -> str:
+    ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    kind = "free-threaded build" if ft else "GIL build"
+    return (f"{platform.python_implementation()} {platform.python_version()} ({kind}, "
+            f"GIL {'on' if gil else 'off'}), {os.cpu_count()} CPUs")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--areas", type=int, default=10_000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2, help="N, compared with 1 (default 2)")
+    ap.add_argument("--finds", type=int, default=50_000, help="find() calls per thread")
+    ap.add_argument("--locks", default=",".join(LOCKS))
     ap.add_argument("--json", default="benchmarks/results/bench_threads.json")
     args = ap.parse_args()
+    locks = [m for m in args.locks.split(",") if m]
+    nts = (1, args.threads)
 
-    spaces = {lock: build(lock, args.areas) for lock in LOCKS}
-    best: dict[tuple, float] = {}
-    for _ in range(args.rounds):
+    spaces = {lock: build(lock, args.areas) for lock in locks}
+    times: dict[tuple, list[float]] = {}
+    cpus: dict[tuple, list[float]] = {}
+    busy: dict[tuple, list[float]] = {}     # CPU time / wall time: the CPUs really had
+    for _ in range(args.rounds):        # interleaved: every cell once per round
         for lock, (space, qs) in spaces.items():
-            for nt in (1, 2):
-                t = in_threads(nt, lambda: space.find_many(qs))
-                key = ("find_many", lock, nt)
-                best[key] = min(best.get(key, 1e9), t / (nt * len(qs)))
-            short = qs[:50_000].tolist()
-            for name, fn in (("find (GIL kept)", space.find), ("find (GIL dropped)", space._find_released)):
-                for nt in (1, 2):
-                    def loop(fn=fn):
-                        for a in short:
-                            fn(a)
-                    t = in_threads(nt, loop)
-                    key = (name, lock, nt)
-                    best[key] = min(best.get(key, 1e9), t / (nt * len(short)))
+            short = qs[:args.finds].tolist()
+            for call, (setup, body, ops) in workloads(space, qs, short).items():
+                for nt in nts:
+                    wall, cpu = in_threads(nt, setup, body)
+                    times.setdefault((call, lock, nt), []).append(wall / (nt * ops))
+                    cpus.setdefault((call, lock, nt), []).append(cpu / (nt * ops))
+                    busy.setdefault((call, lock, nt), []).append(cpu / wall)
 
+    console = Console(width=160)
+    n = args.threads
+    console.print(f"{build_info()}; {args.areas} areas, best of {args.rounds} interleaved "
+                  f"rounds.  speedup: throughput of {n} threads / 1 thread, wall clock; "
+                  f"CPU/op ratio: CPU time per op on 1 thread / on {n} (1.00 = no "
+                  f"contention; a shared machine's other load does not enter it); CPUs had: "
+                  f"CPU time / wall time of the {n}-thread run with the best time (at most "
+                  f"{n}: what the machine gave; the speedup cannot exceed it); spread: the "
+                  f"per-round ratios, min-max")
+    table = Table("call", "lock", "ns/op 1 thr", f"ns/op {n} thr", "speedup", "spread",
+                  "CPUs had", "CPU/op ratio", "spread ")
     rows = []
-    print(f"{args.areas} areas, {os.cpu_count()} CPUs; ns per lookup (all threads together); "
-          f"speedup = throughput of 2 threads / 1 thread")
-    print(f"{'call':<20}{'lock':<12}{'1 thread':>10}{'2 threads':>11}{'speedup':>9}")
-    for name in ("find_many", "find (GIL kept)", "find (GIL dropped)"):
-        for lock in LOCKS:
-            one, two = best[(name, lock, 1)] * 1e9, best[(name, lock, 2)] * 1e9
-            # per-op time of 2 threads counts both threads' ops against one wall time
-            speedup = one / two
-            rows.append({"call": name, "lock": lock, "ns_1thread": one, "ns_2threads": two,
-                         "speedup": speedup})
-            print(f"{name:<20}{lock:<12}{one:>10.1f}{two:>11.1f}{speedup:>8.2f}x")
+    for call in CALLS:
+        for lock in locks:
+            one, many = times[(call, lock, 1)], times[(call, lock, n)]
+            c1, cn = cpus[(call, lock, 1)], cpus[(call, lock, n)]
+            best = min(one) / min(many)
+            per_round = [a / b for a, b in zip(one, many)]
+            cpu_ratio = min(c1) / min(cn)
+            cpu_rounds = [a / b for a, b in zip(c1, cn)]
+            had = busy[(call, lock, n)][many.index(min(many))]
+            rows.append({"call": call, "lock": lock, "ns_1thread": min(one) * 1e9,
+                         "cpus_had": had,
+                         "ns_nthreads": min(many) * 1e9, "threads": n,
+                         "speedup": best, "round_speedups": per_round,
+                         "cpu_ns_1thread": min(c1) * 1e9, "cpu_ns_nthreads": min(cn) * 1e9,
+                         "cpu_ratio": cpu_ratio, "round_cpu_ratios": cpu_rounds})
+            table.add_row(call, lock, f"{min(one) * 1e9:.0f}", f"{min(many) * 1e9:.0f}",
+                          f"{best:.2f}x", f"{min(per_round):.2f}-{max(per_round):.2f}",
+                          f"{had:.2f}",
+                          f"{cpu_ratio:.2f}", f"{min(cpu_rounds):.2f}-{max(cpu_rounds):.2f}")
+    console.print(table)
+
+    contention = []
+    stats_table = Table("lock", "threads", "lock acquisitions", "contended", "contended %",
+                        title="find_many(): lock statistics (stats() before and after)")
+    for lock in ("global", "node"):
+        if lock not in spaces:
+            continue
+        space, qs = spaces[lock]
+        for nt in (1, 2, 4):
+            acq, cont = lock_stats(space, qs, nt)
+            contention.append({"lock": lock, "threads": nt, "acquisitions": acq,
+                               "contended": cont})
+            stats_table.add_row(lock, str(nt), str(acq), str(cont),
+                                f"{100 * cont / acq:.2f}" if acq else "-")
+    console.print(stats_table)
+
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"cpus": os.cpu_count(), "areas": args.areas, "results": rows}, f, indent=1)
-    print(f"wrote {args.json}")
+        json.dump({"python": build_info(), "areas": args.areas, "rounds": args.rounds,
+                   "results": rows, "contention": contention}, f, indent=1)
+    console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

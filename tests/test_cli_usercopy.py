@@ -168,3 +168,64 @@ def test_console_script_prints_help():
         pytest.skip("vmap-core is not installed next to this interpreter")
     res = subprocess.run([script], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("usage: vmap-core")
+
+
+# -- Python threads as the workers (--python-threads) ---------------------------
+
+def test_python_threads_sweep(tmp_path, capsys):
+    """--python-threads runs every mode a Python worker can (not "unlocked"),
+    says whether the GIL serialises the workers, and records the worker kind."""
+    from vmap_core import usercopy_python
+    out = tmp_path / "py.json"
+    assert cli.main(["usercopy", "--python-threads", "--threads", "1,2", "--rounds", "1",
+                     *FAST, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["params"]["workers"] == "python"
+    cells = {(r["mode"], r["threads"]) for r in data["results"]}
+    assert cells == {(m, t) for m in usercopy.MODES if m != "unlocked" for t in (1, 2)}
+    assert all(r["requests"] > 0 for r in data["results"])
+    assert usercopy_python.gil_note() in printed
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert ("serialises" in printed) == gil
+
+
+def test_python_threads_refuse_unlocked(capsys):
+    from vmap_core.usercopy_python import python_cell
+    assert cli.main(["usercopy", "--python-threads", "--modes", "node,unlocked", *FAST]) == 2
+    assert "unlocked" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unlocked"):
+        usercopy.run_sweep(["unlocked"], [1], buffers=8, buffer_size=8192, copy_size=512,
+                           seconds=0.01, churn_us=10, work_ns=0, nr_nodes=2,
+                           runner=python_cell)
+
+
+def test_python_threads_through_run_sweep():
+    """The Python cell is a runner of run_sweep: its rows carry the same
+    per-lookup keys as the native cell's (the walk counts are the native
+    counting pass's, absent here), 6.8's split design included."""
+    from vmap_core.usercopy_python import python_cell
+    rows = usercopy.run_sweep(["node", "6.8/split"], [1], buffers=8, buffer_size=8192,
+                              copy_size=512, seconds=0.02, churn_us=10, work_ns=0,
+                              nr_nodes=2, lookups=2, lazy_writer=True, runner=python_cell)
+    assert [(r["design"], r["threads"]) for r in rows] == [("node", 1), ("6.8/split", 1)]
+    for r in rows:
+        assert r["requests"] > 0 and r["lookups"] == 2 * r["requests"]
+        assert r["contended_per_lookup"] is not None and r["nodes_per_lookup"] is None
+
+
+def test_python_cell_counts_and_checks():
+    """A Python cell: every worker's requests are counted, the lookups reach
+    the space's locks, and a bad argument is refused as the native cell does."""
+    from vmap_core.usercopy_python import python_cell
+    r = python_cell("node", 2, buffers=8, buffer_size=8192, copy_size=512, seconds=0.05,
+                    churn_us=10, nr_nodes=2)
+    assert r["requests"] == sum(r["per_thread"]) and min(r["per_thread"]) > 0
+    assert r["churn_ops"] > 0 and r["workers"] == "python"
+    assert r["locks"]["busy"]["acquisitions"] >= r["requests"]
+    with pytest.raises(ValueError):
+        python_cell("node", 0, seconds=0.01)
+    with pytest.raises(ValueError):
+        python_cell("node", 1, buffer_size=5000, seconds=0.01)
+    with pytest.raises(TypeError):
+        python_cell("node", 1, seconds="1")

@@ -31,9 +31,9 @@ LAYERS = [
     # 5: what runs on a space: the kernel's scenarios, trace replay, experiments, pictures
     # and the conformance kit (it drives a user's space against the reference)
     {"vmap_core.kernel.scenarios", "vmap_core.kernel.driver", "vmap_core.replay",
-     "vmap_core.usercopy", "vmap_core.seed", "vmap_core.addrmap", "vmap_core.testing",
-     "vmap_core.testing.strategies", "vmap_core.testing._compare",
-     "vmap_core.testing.contract"},
+     "vmap_core.usercopy", "vmap_core.usercopy_python", "vmap_core.seed",
+     "vmap_core.addrmap", "vmap_core.testing", "vmap_core.testing.strategies",
+     "vmap_core.testing._compare", "vmap_core.testing.contract"},
     # 6: what every command shares
     {"vmap_core.cli.common"},
     # 7: one module per command

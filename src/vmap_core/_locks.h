@@ -108,6 +108,25 @@ static inline void vm_unlock(vm_lock_t *l)
     __atomic_store_n(&l->state, 0, __ATOMIC_RELEASE);
 }
 
+/* A bare word lock for a few instructions on a Python object's fields (a
+ * pointer swap and a reference count): no statistics, a yield after a bounded
+ * spin.  Its holders never block, so waiting on it while attached to the
+ * interpreter cannot hold up a stop-the-world pause for long; and unlike a
+ * Python critical section (a PyMutex inside CPython) ThreadSanitizer sees it. */
+static inline void vm_word_lock(int *w)
+{
+    unsigned spins = 0;
+    while (__atomic_exchange_n(w, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(w, __ATOMIC_RELAXED))
+            vm_spin_step(&spins);
+    }
+}
+
+static inline void vm_word_unlock(int *w)
+{
+    __atomic_store_n(w, 0, __ATOMIC_RELEASE);
+}
+
 /*
  * vm_rwlock_t: a writer-preferring reader-writer spinlock (the rwlock_t of
  * the thread's test patch).  Every reader does an atomic add on the shared

@@ -1,4 +1,4 @@
-# cython: freethreading_compatible = False
+# cython: freethreading_compatible = True
 """The Cython core: VmapSpace and VmapArea.
 
 Layers, each in its own include file, data flowing one way:
@@ -20,6 +20,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_FORMAT,
                              PyBUF_STRIDES, PyBUF_WRITABLE)
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_CheckExact
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport strcmp, memcpy, memset
@@ -48,6 +49,8 @@ include "_snapshot.pxi"
 include "_native.pxi"
 
 cdef extern from "_locks.h" nogil:
+    void vm_word_lock(int* w)
+    void vm_word_unlock(int* w)
     void vm_fail_alloc_at(long k)
     uint64_t vm_alloc_count()
     int vm_cpu_atfork_init()
@@ -154,6 +157,17 @@ cdef object _new_u64_like(object addrs, Py_ssize_t n):
     if np is not None and isinstance(addrs, np.ndarray):
         return np.zeros(n, dtype=np.uint64)
     return array.array("Q", bytes(8 * n))
+
+
+# dict.get through the dict's own method: Cython compiles d.get(k) to
+# PyDict_GetItemWithError, whose borrowed value another thread's pop() can
+# free before it is increfed (free-threaded builds); dict.get returns a new
+# reference.  For the caller tags, read outside _callers_mu.
+cdef object _DICT_GET = dict.get
+
+
+cdef inline object _dict_get(dict d, object key, object default=None):
+    return _DICT_GET(d, key, default)
 
 
 cdef inline bint _is_pow2(uint64_t x) noexcept nogil:
@@ -316,6 +330,17 @@ cdef size_t _copy_recs(va_t* va, rec_t* recs, size_t n, size_t cap, unsigned nod
     return n
 
 
+cdef uint64_t _covered(const rec_t* recs, size_t n, const shape_t* sh, size_t nsh) noexcept nogil:
+    """Bytes held by the copied records and free blocks (modulo 2**64)."""
+    cdef uint64_t total = 0
+    cdef size_t i
+    for i in range(n):
+        total += recs[i].last - recs[i].start + 1
+    for i in range(nsh):
+        total += sh[i].last - sh[i].start + 1
+    return total
+
+
 cdef inline object _tag_node(uint64_t aux):
     """A record's node tag as the state carries it: the node, or None."""
     return None if aux == 0 else <object>(aux - 1)
@@ -377,9 +402,17 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     cdef readonly object start, end, page_size, nr_nodes, zone_size, lock
     cdef readonly object lazy_max_pages, on_purge, kernel, search, auto_purge, walk
     cdef dict _callers          # start -> caller tag, for the areas given one
+    # Free-threaded safety (README, "Threads"): a busy-set change and its
+    # _callers entry are made under _callers_mu once any caller tag was given
+    # (_callers_used, sticky), so no thread sees another's tag on its area.
+    cdef cython.pymutex _callers_mu
+    cdef int _callers_used
     cdef object _rec            # vmap_core.trace.Recorder, or None
-    cdef object _flushing       # the thread running on_purge, or None
-    cdef public list load_notes  # from_vmallocinfo(): what was done to build it
+    # The thread running on_purge (its ident), 0 when none: a C word, not an
+    # object, so that other threads may read it while it changes.
+    cdef uint64_t _flush_tid
+    cdef list _load_notes       # from_vmallocinfo(): what was done to build it
+    cdef int _notes_lock        # vm_word_lock() around _load_notes
     cdef object __weakref__
 
     def __cinit__(self):
@@ -460,8 +493,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         self.kernel, self.search, self.auto_purge = profile.name, search, auto_purge
         self.walk = walk
         self._callers = {}
-        self.load_notes = []
-        self._flushing = None
+        self._load_notes = []
+        self._flush_tid = 0
         self._rec = _reference.make_recorder(trace, self)
 
     def __dealloc__(self):
@@ -505,8 +538,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr
         cdef uint64_t tag = 0
-        cdef alloc_status_t rc
+        cdef alloc_status_t rc = ALLOC_NOSPACE
         cdef bint rotated = False
+        cdef bint pooled_first, locked
         size = _index(size, "size")
         align = _index_opt(align, "align")
         vstart = _index_opt(vstart, "vstart")
@@ -531,43 +565,64 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError("vstart and vend must be multiples of page_size")
         if cpu is not None and cpu < 0:
             raise ValueError("cpu must be >= 0")
-        if vs == s.start and vl == s.last and s.nr_nodes > 1:
+        pooled_first = vs == s.start and vl == s.last and s.nr_nodes > 1
+        if pooled_first:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
-            if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
-                result = self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
+        locked = caller is not None or vm_load_int(&self._callers_used)
+        if locked:
+            self._callers_mu.acquire()
+        try:
+            if caller is not None:
+                vm_store_int(&self._callers_used, 1)
+            if pooled_first:
+                if space_alloc_pooled(s, <unsigned>tag, szm1, al, &addr, &rotated) == ALLOC_OK:
+                    result = self._commit_alloc(addr, caller, True, <unsigned>tag, szm1, False)
+                    if self._rec is not None:
+                        self._trace_alloc(ALLOC_OK, addr, size, al, vs, vl, cpu)
+                    return result
+                tag += 1
+            rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
+            if rc == ALLOC_NOMEM and rotated:
+                pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
+            if rc == ALLOC_OK:
+                result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1,
+                                            rotated)
                 if self._rec is not None:
-                    self._trace_alloc(ALLOC_OK, addr, size, al, vs, vl, cpu)
+                    self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
                 return result
-            tag += 1
-        rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
-        if rc == ALLOC_NOMEM and rotated:
-            pool_unrotate(s, <unsigned>(tag - 1), szm1)     # leave the pool as it was
+        finally:
+            if locked:
+                self._callers_mu.release()
         if (rc == ALLOC_NOSPACE or rc == ALLOC_RANGE) and self.auto_purge and not self._in_flush():
             if self._rec is not None:
                 self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
             # The overflow path: purge everything (full decay), retry once.
+            # The purge runs outside _callers_mu: on_purge may alloc or free.
             failure = None
             try:
                 self._purge(True)
             except _CallbackFailed as exc:  # retry first, then report
                 failure = exc
-            rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
-            if failure is not None:
-                result = None
+            result = None
+            if locked:
+                self._callers_mu.acquire()
+            try:
+                rc = space_alloc(s, szm1, al, vs, vl, tag, &addr)
                 if rc == ALLOC_OK:
                     result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1,
                                                 rotated)
-                if self._rec is not None:
-                    self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
-                raise failure.report(f"alloc({size:#x}, align={al:#x})", result) \
-                    from failure.__cause__
-        if self._rec is not None and rc != ALLOC_OK:
-            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
-        if rc == ALLOC_OK:
-            result = self._commit_alloc(addr, caller, False, <unsigned>(tag - 1), szm1, rotated)
+            finally:
+                if locked:
+                    self._callers_mu.release()
             if self._rec is not None:
                 self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
-            return result
+            if failure is not None:
+                raise failure.report(f"alloc({size:#x}, align={al:#x})", result) \
+                    from failure.__cause__
+            if rc == ALLOC_OK:
+                return result
+        elif self._rec is not None:
+            self._trace_alloc(rc, addr, size, al, vs, vl, cpu)
         if rc == ALLOC_NOMEM:
             raise MemoryError("vmap_core: out of memory for area records")
         if rc == ALLOC_RANGE:
@@ -605,8 +660,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         self._rec.alloc(self, addr if rc == ALLOC_OK else None, size, align, vs,
                         <object>vl + 1, err, cpu)
 
-    cdef bint _in_flush(self):
-        return self._flushing is not None and self._flushing == threading.get_ident()
+    cdef inline bint _in_flush(self):
+        return vm_load_u64(&self._flush_tid) == PyThread_get_thread_ident()
 
     def predict(self, size, align=None, vstart=None, vend=None, *, cpu=None):
         """What alloc() with these arguments would do now, changing nothing:
@@ -657,6 +712,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef uint64_t a = _u64(addr, "addr")
         cdef uint64_t szm1, tag = 0
         cdef alloc_status_t rc
+        cdef bint locked
         size = _index(size, "size")
         cpu = _index_opt(cpu, "cpu")
         if caller is not None and not isinstance(caller, str):
@@ -674,21 +730,30 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         # range is refused, so that nothing after the change can fail (the
         # result is addr itself; replacing a value or deleting a key never
         # allocates).
-        old = _NO_CALLER
-        if caller is not None:
-            old = self._callers.get(addr, _NO_CALLER)
-            self._callers[addr] = caller
-        rc = space_alloc_at(s, a, szm1, tag)
+        locked = caller is not None or vm_load_int(&self._callers_used)
+        if locked:
+            self._callers_mu.acquire()
+        try:
+            old = _NO_CALLER
+            if caller is not None:
+                vm_store_int(&self._callers_used, 1)
+                old = _dict_get(self._callers, addr, _NO_CALLER)
+                self._callers[addr] = caller
+            rc = space_alloc_at(s, a, szm1, tag)
+            if rc != ALLOC_OK:
+                if old is not _NO_CALLER:
+                    self._callers[addr] = old
+                elif caller is not None:
+                    del self._callers[addr]
+            elif caller is None and self._callers:
+                self._callers.pop(addr, None)
+        finally:
+            if locked:
+                self._callers_mu.release()
+        if rc == ALLOC_NOMEM:
+            raise MemoryError("vmap_core: out of memory for area records")
         if rc != ALLOC_OK:
-            if old is not _NO_CALLER:
-                self._callers[addr] = old
-            elif caller is not None:
-                del self._callers[addr]
-            if rc == ALLOC_NOMEM:
-                raise MemoryError("vmap_core: out of memory for area records")
             raise ValueError(f"[{a:#x}, {<object>a + size:#x}) is not free")
-        if caller is None and self._callers:
-            self._callers.pop(addr, None)
         return addr
 
     cdef tuple _request(self, size, align, vstart, vend):
@@ -764,10 +829,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         # Made before the change, so that nothing after it can fail.
         cdef VmapArea result = VmapArea.__new__(VmapArea)
-        cdef int rc = space_free(s, a, &start, &last)
+        cdef int rc
+        if vm_load_int(&self._callers_used):
+            with self._callers_mu:
+                rc = space_free(s, a, &start, &last)
+                if rc == UNLINK_OK:
+                    self._callers.pop(addr, None)
+        else:
+            rc = space_free(s, a, &start, &last)
         if rc == UNLINK_OK:
-            if self._callers:
-                self._callers.pop(addr, None)
             result._start = start
             result._last = last
             return result
@@ -800,11 +870,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef bint over = False
         cdef space_t* s = self._s()
         cdef VmapArea result = VmapArea.__new__(VmapArea)   # before the change
-        cdef int rc = space_free_lazy(s, a, &start, &last, &over, &nr_lazy)
+        cdef int rc
+        if vm_load_int(&self._callers_used):
+            with self._callers_mu:
+                rc = space_free_lazy(s, a, &start, &last, &over, &nr_lazy)
+                if rc == UNLINK_OK:
+                    self._callers.pop(addr, None)
+        else:
+            rc = space_free_lazy(s, a, &start, &last, &over, &nr_lazy)
         if rc != UNLINK_OK:
             raise KeyError(addr)
-        if self._callers:
-            self._callers.pop(addr, None)
         result._start = start
         result._last = last
         if self._rec is not None:
@@ -874,13 +949,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         try:
             if n and self.on_purge is not None:
                 start, end = <object>fs, <object>fl + 1
-                self._flushing = threading.get_ident()
+                vm_store_u64(&self._flush_tid, PyThread_get_thread_ident())
                 try:
                     self.on_purge(start, end)             # flush_tlb_kernel_range()
                 except Exception as exc:                  # finish the purge, then report
                     failure = exc
                 finally:
-                    self._flushing = None
+                    vm_store_u64(&self._flush_tid, 0)
         finally:                                          # even on KeyboardInterrupt
             with nogil:
                 vm_nogil_enter()
@@ -949,7 +1024,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef uint64_t start, last
         if not space_find(self._s(), a, &start, &last) or start != a:
             raise KeyError(addr)
-        return self._callers.get(a)
+        return _dict_get(self._callers, a)
 
     def lazy_areas(self):
         """Lazily freed areas not yet purged, in address order.
@@ -1028,7 +1103,8 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         info_line = _reference.info_line
         for i in range(snap.sn.n[0]):
             start = a[i].start
-            lines.append(info_line(start, <object>a[i].last + 1, callers.get(start), page_size))
+            lines.append(info_line(start, <object>a[i].last + 1, _dict_get(callers, start),
+                                   page_size))
         a = snap.sn.areas[1]
         for i in range(snap.sn.n[1]):
             lines.append(f"0x{a[i].start:016x}-0x{<object>a[i].last + 1:016x} "
@@ -1057,6 +1133,29 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         space, notes = vmallocinfo.load(text_or_path, cls=cls, **space_kwargs)
         space.load_notes = list(notes)
         return space
+
+    # A reader takes its reference to the list while a writer cannot drop the
+    # field's; the old list is released after the lock (its items' finalizers
+    # may run Python code).
+    @property
+    def load_notes(self):
+        """from_vmallocinfo(): what was done to build this space (a list of
+        str; empty for a space built otherwise)."""
+        cdef object notes
+        vm_word_lock(&self._notes_lock)
+        notes = self._load_notes
+        vm_word_unlock(&self._notes_lock)
+        return notes
+
+    @load_notes.setter
+    def load_notes(self, notes):
+        cdef object old
+        if notes is not None and type(notes) is not list:
+            raise TypeError(f"load_notes must be a list, not {type(notes).__name__}")
+        vm_word_lock(&self._notes_lock)
+        old = self._load_notes
+        self._load_notes = notes
+        vm_word_unlock(&self._notes_lock)
 
     def _free_tree_shape(self):
         """Test-only: the free tree in preorder, (start, end, 'r'|'b', depth)
@@ -1512,32 +1611,44 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise RuntimeError("a space cannot be copied from inside on_purge: its purge is "
                                "half done")
         # Every lock; the records and the free tree's shape copied in C; no lock.
-        self._lock_all(&held)
-        for k in range(s.nr_nodes):
-            cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
-        recs = <rec_t*>vm_malloc((cap + 1) * sizeof(rec_t))
-        sh = <shape_t*>vm_malloc((s.nr_free + 1) * sizeof(shape_t)) if recs != NULL else NULL
-        if sh == NULL:
+        # An area that another thread is moving between two structures is in
+        # none of them (see _snapshot.pxi), and a state must tile the space:
+        # until the copy covers [start, end), drop the locks and copy again.
+        while True:
+            self._lock_all(&held)
+            cap = 0
+            for k in range(s.nr_nodes):
+                cap += s.nodes[k].nr_areas + s.nodes[k].nr_lazy + s.nodes[k].nr_pooled
+            recs = <rec_t*>vm_malloc((cap + 1) * sizeof(rec_t))
+            sh = <shape_t*>vm_malloc((s.nr_free + 1) * sizeof(shape_t)) if recs != NULL else NULL
+            if sh == NULL:
+                self._unlock_all(held)
+                free(recs)
+                raise MemoryError()
+            nb = 0
+            for k in range(s.nr_nodes):
+                nb = _copy_recs(rb_first(s.nodes[k].root.node), recs, nb, cap, k)
+            nl = nb
+            for k in range(s.nr_nodes):
+                nl = _copy_recs(rb_first(s.nodes[k].lazy_root.node), recs, nl, cap, k)
+            np_ = nl
+            for k in range(s.nr_nodes):
+                for cls in range(<size_t>MAX_VA_SIZE_PAGES):
+                    np_ = _copy_recs(s.nodes[k].pools[cls].head, recs, np_, cap, k)
+            nsh = ft_copy_shape(s, sh, s.nr_free)
             self._unlock_all(held)
+            if _covered(recs, np_, sh, nsh) == s.last - s.start + 1:    # modulo 2**64
+                break
             free(recs)
-            raise MemoryError()
-        for k in range(s.nr_nodes):
-            nb = _copy_recs(rb_first(s.nodes[k].root.node), recs, nb, cap, k)
-        nl = nb
-        for k in range(s.nr_nodes):
-            nl = _copy_recs(rb_first(s.nodes[k].lazy_root.node), recs, nl, cap, k)
-        np_ = nl
-        for k in range(s.nr_nodes):
-            for cls in range(<size_t>MAX_VA_SIZE_PAGES):
-                np_ = _copy_recs(s.nodes[k].pools[cls].head, recs, np_, cap, k)
-        nsh = ft_copy_shape(s, sh, s.nr_free)
-        self._unlock_all(held)
+            free(sh)
+            with nogil:
+                sched_yield()       # let the moving area land
         try:
             callers = self._callers
             busy = []
             for i in range(nb):
                 busy.append((recs[i].start, <object>recs[i].last + 1, _tag_node(recs[i].aux),
-                             callers.get(recs[i].start)))
+                             _dict_get(callers, recs[i].start)))
             busy.sort()
             lazy = []
             for i in range(nb, nl):
@@ -1571,6 +1682,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         for start, end, tag, caller in busy:
             self._place(start, end, tag)
             if caller is not None:
+                vm_store_int(&self._callers_used, 1)
                 self._callers[start] = caller
         for start, end, tag in lazy:
             self._place(start, end, tag)

@@ -1,4 +1,4 @@
-# cython: freethreading_compatible = False
+# cython: freethreading_compatible = True
 """The inner loop of vmap_core.trace: the vmalloc events of a trace, scanned
 in C (the events themselves are the three classes below).
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 import operator
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import (TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, TypeVar, cast,
-                    overload)
+from typing import (TYPE_CHECKING, Any, Literal, NoReturn, ParamSpec, SupportsIndex, TypeVar,
+                    cast, overload)
 
 from . import profiles
 from ._errors import OnPurgeError, VmapExhausted, on_purge_error
@@ -314,6 +315,11 @@ class ReferenceSpace:
     (about 4x slower lookups and 50x slower allocation than the core at
     10**5 areas).  Lock modes are accepted and change nothing.  It is the
     oracle of the tests and of :mod:`vmap_core.testing`, not a fallback.
+
+    Safe to share between threads, also on a free-threaded CPython: every
+    public method holds the space's one reentrant lock (it models results,
+    not concurrency), on_purge included, so an on_purge that waits for
+    another thread using the same space deadlocks here (not in the core).
     """
 
     def __init__(self, start: SupportsIndex, end: SupportsIndex, *,
@@ -324,6 +330,7 @@ class ReferenceSpace:
                  search: SearchMode | None = None, auto_purge: bool = True,
                  walk: WalkMode | None = None,
                  trace: SupportsWrite[str] | Recorder | None = None) -> None:
+        self._mutex = threading.RLock()     # see the class docstring
         self._init(_index(start, "start"), _index(end, "end"), _index(page_size, "page_size"),
                    None if nr_nodes is None else _index(nr_nodes, "nr_nodes"),
                    None if zone_size is None else _index(zone_size, "zone_size"), lock,
@@ -759,13 +766,14 @@ class ReferenceSpace:
 
     def _areas_from(self, addr: int) -> Iterator[VmapArea]:
         while True:
-            i = bisect.bisect_right(self._busy_starts, addr)
-            if i > 0 and self._busy[self._busy_starts[i - 1]] > addr:
-                i -= 1
-            if i == len(self._busy_starts):
-                return
-            start = self._busy_starts[i]
-            end = self._busy[start]
+            with self._mutex:       # each step under the lock, none across a yield
+                i = bisect.bisect_right(self._busy_starts, addr)
+                if i > 0 and self._busy[self._busy_starts[i - 1]] > addr:
+                    i -= 1
+                if i == len(self._busy_starts):
+                    return
+                start = self._busy_starts[i]
+                end = self._busy[start]
             yield VmapArea(start, end)
             if end >= ADDR_LIMIT:
                 return
@@ -1016,6 +1024,30 @@ class ReferenceSpace:
         return (f"ReferenceSpace({self.start:#x}, {self.end:#x}, busy={len(self)}, "
                 f"free={self._ft.count}, nr_nodes={self.nr_nodes}, lock={self.lock!r}, "
                 f"kernel={self.kernel!r})")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """method, run holding its space's lock (ReferenceSpace._mutex)."""
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with cast(ReferenceSpace, args[0])._mutex:
+            return method(*args, **kwargs)
+    return locked
+
+
+# Every public method that reads or changes the space's state (areas() takes
+# the lock per step, in _areas_from).
+for _name in ("alloc", "predict", "alloc_at", "free", "free_lazy", "purge", "drain_pools",
+              "find", "__contains__", "locate", "caller_of", "find_many", "check_copy",
+              "__len__", "__iter__", "free_areas", "lazy_areas", "pooled_areas",
+              "vmallocinfo", "_free_tree_shape", "stats", "check", "__reduce__",
+              "__setstate__", "__repr__"):
+    setattr(ReferenceSpace, _name, _serialised(getattr(ReferenceSpace, _name)))
+del _name
 
 
 class _CallbackFailed(Exception):

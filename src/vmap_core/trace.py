@@ -241,12 +241,13 @@ class Recorder:
         self._started = False
 
     def start(self, space: Any) -> None:
-        if self._started:
-            return
-        self._started = True
-        self.out.write(
-            f"# tracer: nop\n#\n# vmap_core recorder: [{space.start:#x}, {space.end:#x}) "
-            f"kernel {space.kernel}   #P:{space.nr_nodes}\n#\n")
+        with self._lock:        # one header, also when spaces start on several threads
+            if self._started:
+                return
+            self._started = True
+            self.out.write(
+                f"# tracer: nop\n#\n# vmap_core recorder: [{space.start:#x}, {space.end:#x}) "
+                f"kernel {space.kernel}   #P:{space.nr_nodes}\n#\n")
 
     def _line(self, space: Any, cpu: int | None, event: str, fields: str) -> None:
         ts = self.clock()

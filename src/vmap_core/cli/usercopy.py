@@ -61,6 +61,10 @@ def add_parser(sub: Any) -> None:
                    "--compare seed: both ends write and read once per request)")
     p.add_argument("--nr-nodes", type=common.nr_nodes_arg, default=None,
                    help="busy-tree nodes (default: the kernel's rule, CPUs clamped to 1..128)")
+    p.add_argument("--python-threads", action="store_true",
+                   help="Python threads as the workers (check_copy() and a memoryview copy "
+                   "per request) instead of native ones; they run in parallel only on a "
+                   "free-threaded CPython with the GIL off, and cannot run 'unlocked'")
     p.add_argument("--cpus", type=common.int_in(1, 4096), default=None, metavar="N",
                    help="emulate an N-CPU machine: min(N, 128) nodes and lazy_max_pages = "
                    "fls(N) * 32 MiB / PAGE_SIZE, whatever the threads that run (default: "
@@ -90,6 +94,8 @@ def _check(args: argparse.Namespace) -> None:
         parser.error(f"--buffer-size must be a multiple of the page size, {PAGE_SIZE}")
     if args.copy_size > args.buffer_size:
         parser.error(f"--copy-size {args.copy_size} exceeds --buffer-size {args.buffer_size}")
+    if args.python_threads and args.compare:
+        parser.error("--python-threads runs the plain sweep, not --compare")
     if args.calibrate and args.compare != "seed":
         parser.error("--calibrate fits the seed's rows: it needs --compare seed")
     if args.nr_nodes is not None and args.cpus is not None:
@@ -147,9 +153,19 @@ def run(args: argparse.Namespace) -> int:
         s = seed.Setup(cpus=args.cpus)
         cell.update(nr_nodes=s.nr_nodes, lazy_max_pages=s.lazy_max_pages)
     designs = _designs(args)
+    runner = None
+    if args.python_threads:
+        from ..usercopy_python import MODES as PY_MODES, gil_note, python_cell
+        if args.modes is None:          # the default: every design Python can run
+            designs = [d for d in designs if uc.parse_design(d)[1] in PY_MODES]
+        elif any(uc.parse_design(d)[1] not in PY_MODES for d in designs):
+            args.parser.error("--python-threads cannot run mode 'unlocked' (a lookup without "
+                              "any lock has no Python-level call)")
+        runner = python_cell
+        print(f"usercopy with Python threads: {gil_note()}")
     try:
         with common.progress_bar(NAME) as progress:
-            rows = uc.run_sweep(designs, threads, progress=progress, **cell)
+            rows = uc.run_sweep(designs, threads, progress=progress, runner=runner, **cell)
     except (RuntimeError, ValueError, MemoryError, OverflowError) as e:
         print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -160,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         f", {lookups} lookups/request" if lookups > 1 else "") + (
         ", lazy writer" if args.lazy_writer else "") + (
         f", {args.cpus} CPUs emulated" if args.cpus else "")
-    title = (f"usercopy: {args.buffers} buffers of {common.human_size(args.buffer_size)}, "
+    kind = ", Python threads" if args.python_threads else ""
+    title = (f"usercopy{kind}: {args.buffers} buffers of {common.human_size(args.buffer_size)}, "
              f"copies of {args.copy_size} B, churn {args.churn_us} us{extra}, best of "
              f"{args.rounds} x {args.seconds:g} s/cell")
     out = common.console()
@@ -170,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     out.print(textwrap.fill(f"Measured on {measure.machine_name()}.", 79), markup=False)
     if args.json:
         common.write_json(args.json, uc.to_json(
-            rows, {**cell, "modes": designs, "threads": threads, "cpus_emulated": args.cpus}))
+            rows, {**cell, "modes": designs, "threads": threads, "cpus_emulated": args.cpus,
+                     "workers": "python" if args.python_threads else "native"}))
         print(f"wrote {args.json}")
     if args.plot:
         fmt = common.save_figure(figure(rows, title=title, log=args.log, ratio=args.ratio),
