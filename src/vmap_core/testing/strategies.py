@@ -283,9 +283,9 @@ def bad_values(g: Geometry) -> dict[str, list[tuple[str, object]]]:
 
 def bad_calls(g: Geometry, methods: tuple[str, ...] = ("alloc", "free", "find")
               ) -> st.SearchStrategy[Call]:
-    """Calls with one bad (or oddly typed) argument: alloc(page, **{arg: v})
-    for arg in size/align/vstart/vend, and free(v) / find(v) / any other
-    one-address method in methods."""
+    """Calls with one bad (or oddly typed) argument: ``alloc(page, **{arg: v})``
+    for ``arg`` in size/align/vstart/vend, and ``free(v)`` / ``find(v)`` / any
+    other one-address method in ``methods``."""
     values = bad_values(g)
     per_method: list[st.SearchStrategy[Call]] = []
     if "alloc" in methods:
