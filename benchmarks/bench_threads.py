@@ -9,7 +9,9 @@ drop the GIL) and the lock waits do, and the table says which build ran.
 
 Rows:
   find_many            one call per thread over its own 200k-address array
-  find                 each thread its own bound method and its own ints
+  find                 each thread its own bound method, its own ints and its
+                       own slice of the addresses (threads that look up the same
+                       sequence in step would collide on every node lock)
   find (shared objs)   one bound method and one list of ints shared by every
                        thread: on a free-threaded build each call then
                        bumps reference counts that the other threads bump too
@@ -19,7 +21,13 @@ Rows:
 Then the lock statistics of find() from 1, 2 and 4 threads in "global" mode
 (one lock: contention rises with threads) and in "node" mode.
 
-    python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--json PATH]
+    python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--nodes N]
+                                       [--json PATH]
+
+--nodes defaults to the machine's CPU count, as the kernel's nr_vmap_nodes:
+with as many nodes as threads, "node" mode pays for every collision of two
+threads on one node's spinlock (the kernel's design does too); with the nodes
+of a bigger machine the collisions thin out.
 """
 
 from __future__ import annotations
@@ -45,10 +53,9 @@ LOCKS = ("global", "node", "rwlock", "optimistic")
 CALLS = ("find_many", "find", "find (shared objs)", "find (GIL dropped)")
 
 
-def build(lock: str, n: int, seed: int = 1):
+def build(lock: str, n: int, nodes: int, seed: int = 1):
     rng = random.Random(seed)
-    space = VmapSpace(1 << 40, (1 << 40) + (1 << 38), nr_nodes=max(2, os.cpu_count() or 1),
-                      lock=lock)
+    space = VmapSpace(1 << 40, (1 << 40) + (1 << 38), nr_nodes=nodes, lock=lock)
     starts = [space.alloc(P * rng.randint(1, 16)) for _ in range(n)]
     qs = array.array("Q", (s + rng.randrange(P) for s in rng.choices(starts, k=200_000)))
     return space, qs
@@ -103,13 +110,18 @@ def loop(state) -> None:
 def workloads(space, qs, short):
     """call name -> (setup(i), body(state), ops per thread)."""
     shared_fn = space.find
+    k = len(short)
+
+    def mine(i):        # thread i's own slice of the addresses, as many as short
+        first = (i * k) % len(qs)
+        return (qs[first:] + qs[:first])[:k].tolist()
+
     return {
         "find_many": (lambda i: (space.find_many, array.array("Q", qs)),
                       lambda st: st[0](st[1]), len(qs)),
-        "find": (lambda i: (space.find, own_ints(short)), loop, len(short)),
+        "find": (lambda i: (space.find, own_ints(mine(i))), loop, k),
         "find (shared objs)": (lambda i: (shared_fn, short), loop, len(short)),
-        "find (GIL dropped)": (lambda i: (space._find_released, own_ints(short)), loop,
-                               len(short)),
+        "find (GIL dropped)": (lambda i: (space._find_released, own_ints(mine(i))), loop, k),
     }
 
 
@@ -141,13 +153,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="N, compared with 1 (default 2)")
     ap.add_argument("--finds", type=int, default=50_000, help="find() calls per thread")
+    ap.add_argument("--nodes", type=int, default=max(2, os.cpu_count() or 1),
+                    help="nr_nodes of every space (default: the CPU count, at least 2)")
     ap.add_argument("--locks", default=",".join(LOCKS))
     ap.add_argument("--json", default="benchmarks/results/bench_threads.json")
     args = ap.parse_args()
     locks = [m for m in args.locks.split(",") if m]
     nts = (1, args.threads)
 
-    spaces = {lock: build(lock, args.areas) for lock in locks}
+    spaces = {lock: build(lock, args.areas, args.nodes) for lock in locks}
     times: dict[tuple, list[float]] = {}
     cpus: dict[tuple, list[float]] = {}
     busy: dict[tuple, list[float]] = {}     # CPU time / wall time: the CPUs really had
@@ -163,7 +177,7 @@ def main() -> None:
 
     console = Console(width=160)
     n = args.threads
-    console.print(f"{build_info()}; {args.areas} areas, best of {args.rounds} interleaved "
+    console.print(f"{build_info()}; {args.areas} areas, {args.nodes} nodes, best of {args.rounds} interleaved "
                   f"rounds.  speedup: throughput of {n} threads / 1 thread, wall clock; "
                   f"CPU/op ratio: CPU time per op on 1 thread / on {n} (1.00 = no "
                   f"contention; a shared machine's other load does not enter it); CPUs had: "
@@ -211,7 +225,7 @@ def main() -> None:
 
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"python": build_info(), "areas": args.areas, "rounds": args.rounds,
+        json.dump({"python": build_info(), "areas": args.areas, "nodes": args.nodes, "rounds": args.rounds,
                    "results": rows, "contention": contention}, f, indent=1)
     console.print(f"wrote {args.json}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 
 import pytest
 
@@ -107,3 +108,33 @@ def test_pause_point_times_out_when_no_writer_comes(core):
     a = s.alloc(P)
     s.free(a)
     assert s.find(a) is None
+
+
+def test_find_many_looks_up_other_nodes_while_one_is_held(core):
+    """find_many() leaves a group whose node another thread holds for a
+    second pass: the other nodes' lookups are done while it waits, and the
+    answers are still find()'s."""
+    s = core(0, 64 * P, nr_nodes=2, zone_size=16 * P, lock="node")
+    keep0, victim = s.alloc(P), s.alloc(P)          # node 0
+    far = s.alloc(P, vstart=16 * P)                 # node 1
+    assert (s.node_of(keep0), s.node_of(victim), s.node_of(far)) == (0, 0, 1)
+    out: list = []
+    writer = threading.Thread(target=lambda: s.free(victim))
+    # node 0 first: without the second pass, the lookup of far waits behind it
+    reader = threading.Thread(target=lambda: out.append(s.find_many(array("Q", [keep0 + 5, far + 7]))))
+    pause_writer("unlink")
+    writer.start()
+    try:
+        wait_writer_paused()
+        before = lock_state(s, 1)["node_acquisitions"]
+        reader.start()
+        assert _wait_for(lambda: lock_state(s, 1)["node_acquisitions"] > before), \
+            "find_many() waited for node 0 before looking up node 1"
+        assert reader.is_alive() and lock_state(s, 0)["node_locked"]
+    finally:
+        release_writer()
+        writer.join()
+        if reader.ident is not None:
+            reader.join()
+    assert list(out[0]) == [keep0, far] == [s.find(keep0 + 5).start, s.find(far + 7).start]
+    s.check()

@@ -397,20 +397,45 @@ cdef void node_find_group(space_t* s, vnode_t* vn, const uint64_t* xs, const int
         vm_unlock(&vn.lock)
 
 
+cdef bint node_find_group_try(space_t* s, vnode_t* vn, const uint64_t* xs, const int* idx,
+                             int k, uint64_t* st, uint64_t* la,
+                             signed char* found) noexcept nogil:
+    """node_find_group() if the node's reader lock is free now; False (nothing
+    done) if another thread holds it."""
+    if s.mode == LOCK_NODE:
+        if not vm_lock_try(&vn.lock):
+            return False
+        bt_lookup_group(vn.root.node, xs, idx, k, st, la, found)
+        vm_unlock(&vn.lock)
+        return True
+    if s.mode == LOCK_RWLOCK:
+        if not vm_read_trylock(&vn.rw):
+            return False
+        bt_lookup_group(vn.root.node, xs, idx, k, st, la, found)
+        vm_read_unlock(&vn.rw)
+        return True
+    node_find_group(s, vn, xs, idx, k, st, la, found)
+    return True
+
+
 cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, uint64_t* la,
                            signed char* found) noexcept nogil:
-    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la."""
+    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la.
+    The groups whose node lock another thread holds are left for a second
+    pass: a collision then costs a lookup of another node, not a wait (each
+    lookup still runs under its own node's reader rule)."""
     cdef unsigned nid[FM_CHUNK]
-    cdef int idx[FM_WIDTH]
+    cdef int order[FM_CHUNK]            # the addresses, group by group
+    cdef int gfirst[FM_CHUNK + 1]       # group g is order[gfirst[g]:gfirst[g + 1]]
+    cdef unsigned gnode[FM_CHUNK]
+    cdef signed char deferred[FM_CHUNK]
     cdef signed char done[FM_CHUNK]
-    cdef int i, j, k
+    cdef int i, j, k, g, ng = 0, m = 0
     cdef unsigned node
     for i in range(n):
         nid[i] = addr_to_node_id(s, xs[i])
         found[i] = 0
         done[i] = 0
-    if s.global_lock != NULL:
-        lock_acquire(s.global_lock)
     for i in range(n):
         if done[i]:
             continue
@@ -419,13 +444,25 @@ cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, 
         for j in range(i, n):
             if not done[j] and nid[j] == node:
                 done[j] = 1
-                idx[k] = j
+                if k == 0:
+                    gfirst[ng] = m
+                    gnode[ng] = node
+                    ng += 1
+                order[m] = j
+                m += 1
                 k += 1
                 if k == FM_WIDTH:
-                    node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
                     k = 0
-        if k:
-            node_find_group(s, &s.nodes[node], xs, idx, k, st, la, found)
+    gfirst[ng] = m
+    if s.global_lock != NULL:
+        lock_acquire(s.global_lock)
+    for g in range(ng):
+        deferred[g] = not node_find_group_try(s, &s.nodes[gnode[g]], xs, &order[gfirst[g]],
+                                              gfirst[g + 1] - gfirst[g], st, la, found)
+    for g in range(ng):
+        if deferred[g]:
+            node_find_group(s, &s.nodes[gnode[g]], xs, &order[gfirst[g]],
+                            gfirst[g + 1] - gfirst[g], st, la, found)
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
     if s.nr_nodes > 1:

@@ -373,6 +373,16 @@ cdef void space_destroy(space_t* s, unsigned nr_nodes) noexcept nogil:
 default_nr_nodes = _reference.default_nr_nodes
 
 
+# Methods as builtin methods, not Cython function objects: a bound builtin
+# method calls its C function with self as it is, while the interpreter
+# unpacks a bound Python-level method and increfs the space and the function
+# on every call.  On a free-threaded build those two shared reference counts
+# are atomics that every thread's find() hit (find() from 2 threads: 0.95x of
+# one thread; 1.94x without them, benchmarks/bench_threads.py).  The
+# signatures stay visible to inspect through the clinic-format docstrings.
+@cython.binding(False)
+@cython.embedsignature(True)
+@cython.embedsignature.format("clinic")
 cdef class VmapSpace:
     """VmapSpace(start, end, *, page_size=4096, nr_nodes=None, zone_size=None, lock=None, lazy_max_pages=None, on_purge=None, kernel=None, search=None, auto_purge=True, walk=None, trace=None)
 --
@@ -1462,6 +1472,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             "global_locked": s.global_lock != NULL and vm_lock_held(s.global_lock),
             "free_locked": bool(vm_lock_held(s.free_lock)),
             "node_locked": bool(vm_lock_held(&vn.lock)),
+            "node_acquisitions": vm_load_u64(&vn.lock.acquisitions),
             "rw_writer": bool(vm_load_unsigned(&vn.rw.state) & 0x80000000u),
             "seq": vm_load_unsigned(&vn.seq),
             "read_retries": vm_load_u64(&vn.read_retries),

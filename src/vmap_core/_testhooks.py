@@ -106,7 +106,7 @@ def release_writer() -> None:
 def lock_state(space: Any, node: int) -> dict[str, Any]:
     """A node's locks and read counters, read atomically without taking any
     lock (safe while a writer is paused): global_locked, free_locked,
-    node_locked, rw_writer, seq, read_retries, read_fallbacks, read_waits."""
+    node_locked, node_acquisitions, rw_writer, seq, read_retries, read_fallbacks, read_waits."""
     return dict(_hook("lock_state")(space, node))
 
 

@@ -10,6 +10,7 @@ cdef extern from "_locks.h" nogil:
     void vm_lock_init(vm_lock_t* l)
     bint vm_lock_try(vm_lock_t* l)
     void vm_lock_wait(vm_lock_t* l)
+    int vm_lock_spin(vm_lock_t* l)
     void vm_unlock(vm_lock_t* l)
     ctypedef struct vm_rwlock_t:
         unsigned state
@@ -181,7 +182,7 @@ cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
         return
     if vm_in_nogil():
         vm_lock_wait(l)
-    else:
+    elif not vm_lock_spin(l):
         lock_wait_gil(l)
 
 
