@@ -108,15 +108,47 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
     return 0
 
 
-cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
-                           uint64_t* last) noexcept nogil:
-    """Look addr up in one node, with the reader side of the space's lock mode
-    (global mode: the caller holds the lock)."""
+cdef int node_find_try(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
+                       uint64_t* last) noexcept nogil:
+    """One uncontended attempt of node_find(): 1 found, 0 not in this node,
+    -1 not answered (the node's lock was busy, or an optimistic read saw a
+    change: that try is counted in read_retries, as node_find() counts it)."""
     cdef va_t* va
     cdef unsigned seq
-    cdef int tries, found
+    cdef int found
     if s.mode == LOCK_OPTIMISTIC:
-        for tries in range(OPTIMISTIC_TRIES):
+        seq = vm_read_seqbegin(&vn.seq)
+        found = bt_lookup_racy(vn, addr, start, last)
+        if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
+            return found
+        vm_atomic_inc(&vn.read_retries)
+        return -1
+    if s.mode == LOCK_RWLOCK:
+        if not vm_read_trylock(&vn.rw):
+            return -1
+    elif s.mode != LOCK_GLOBAL:
+        if not vm_lock_try(&vn.lock):
+            return -1
+    va = bt_lookup(vn, addr)
+    if va != NULL:
+        start[0] = va.start
+        last[0] = va.last
+    if s.mode == LOCK_RWLOCK:
+        vm_read_unlock(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+    return va != NULL
+
+
+cdef bint node_find_from(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
+                         uint64_t* last, int tries) noexcept nogil:
+    """node_find() after `tries` optimistic tries were made (and counted)."""
+    cdef va_t* va
+    cdef unsigned seq
+    cdef int found
+    if s.mode == LOCK_OPTIMISTIC:
+        while tries < OPTIMISTIC_TRIES:
+            tries += 1
             seq = vm_read_seqbegin(&vn.seq)
             found = bt_lookup_racy(vn, addr, start, last)
             if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
@@ -137,6 +169,13 @@ cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* sta
     elif s.mode != LOCK_GLOBAL:
         vm_unlock(&vn.lock)
     return va != NULL
+
+
+cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
+                           uint64_t* last) noexcept nogil:
+    """Look addr up in one node, with the reader side of the space's lock mode
+    (global mode: the caller holds the lock)."""
+    return node_find_from(s, vn, addr, start, last, 0)
 
 
 cdef inline unsigned node_walk_next(const space_t* s, unsigned i) noexcept nogil:
@@ -185,10 +224,38 @@ cdef int space_find_bounded(space_t* s, uint64_t addr, uint64_t* start,
     return found
 
 
-cdef bint space_find(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) noexcept nogil:
+cdef inline bint space_find(space_t* s, uint64_t addr, uint64_t* start,
+                            uint64_t* last) noexcept nogil:
     """find_vmap_area(): start at addr's node, then the others, wrapping
-    around; the bounds are copied out while the node cannot change."""
+    around; the bounds are copied out while the node cannot change.  The
+    common case (a per-node design, the area in addr's own node, its lock
+    free or its read unchanged) is inline here; the rest is space_find_rest()."""
+    cdef unsigned i
     cdef int rc
+    if s.global_lock == NULL and not s.walk_bounded:
+        i = addr_to_node_id(s, addr)
+        rc = node_find_try(s, &s.nodes[i], addr, start, last)
+        if rc > 0:
+            return True
+        if rc == 0 and s.nr_nodes == 1:
+            return False
+        return space_find_rest(s, addr, start, last, rc)
+    return space_find_rest(s, addr, start, last, -2)
+
+
+cdef bint space_find_rest(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last,
+                          int first_rc) noexcept nogil:
+    """space_find() after node_find_try() on addr's node gave first_rc (0: not
+    there, -1: not answered, one optimistic try counted), or -2: not tried."""
+    cdef int rc
+    cdef vnode_t* vn
+    if first_rc == -1:
+        vn = &s.nodes[addr_to_node_id(s, addr)]
+        if node_find_from(s, vn, addr, start, last, 1 if s.mode == LOCK_OPTIMISTIC else 0):
+            return True
+        first_rc = 0
+    if first_rc == 0:
+        return space_find_walk(s, addr, start, last, True)
     if s.walk_bounded:
         rc = space_find_bounded(s, addr, start, last)
         if rc >= 0:

@@ -105,6 +105,26 @@ cdef inline uint64_t _u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     return x
 
 
+cdef inline uint64_t _exact_u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """_u64() of an exact int, through Cython's conversion (it reads the
+    digits of a small int directly; PyLong_AsUnsignedLongLong() goes through
+    a general byte conversion for every int of two digits or more)."""
+    cdef uint64_t x
+    try:
+        x = v
+    except OverflowError:
+        raise ValueError(f"{name} must be in [0, 2**64), not {v}") from None
+    return x
+
+
+cdef inline uint64_t _addr_u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """_u64(_index(v)): an integer in [0, 2**64) as a C word; TypeError,
+    ValueError as they say."""
+    if PyLong_CheckExact(v):
+        return _exact_u64(v, name)
+    return _u64(_index(v, name), name)
+
+
 cdef inline uint64_t _last_of(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     """An exclusive bound in [1, 2**64] as its last address (v - 1)."""
     cdef unsigned long long x = PyLong_AsUnsignedLongLong(v)
@@ -472,6 +492,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         s.zone_size = zone_size
         s.zone_shift = (<uint64_t>zone_size).bit_length() - 1 if _is_pow2(zone_size) else -1
         s.nr_nodes = nr_nodes
+        s.nodes_pow2 = _is_pow2(nr_nodes)
         s.mode = _LOCK_MODE_IDS[lock]
         vm_lock_init(&s.locks[0])
         vm_lock_init(&s.locks[1])
@@ -802,7 +823,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             TypeError: addr is not an integer.
             ValueError: addr is negative or >= 2**64.
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t a = _addr_u64(addr, "addr")
         cdef uint64_t start, last
         if space_find(self._s(), a, &start, &last):
             return _area(start, last)
@@ -811,7 +832,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     def _find_released(self, addr):
         """find() that drops the GIL around the lookup: kept only so that
         benchmarks/bench_threads.py can measure what that costs."""
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t a = _addr_u64(addr, "addr")
         cdef uint64_t start, last
         cdef space_t* s = self._s()
         cdef bint found
@@ -1030,7 +1051,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
         Cost: O(log n) plus the node walk of find().
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t a = _addr_u64(addr, "addr")
         cdef uint64_t start, last
         if not space_find(self._s(), a, &start, &last) or start != a:
             raise KeyError(addr)
@@ -1196,7 +1217,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         Raises:
             TypeError, ValueError: addr as for find().
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t a = _addr_u64(addr, "addr")
         cdef space_t* s = self._s()
         cdef uint64_t st, la
         cdef va_t* n
@@ -1253,7 +1274,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         Raises:
             TypeError, ValueError: addr as for find().
         """
-        return addr_to_node_id(self._s(), _u64(_index(addr, "addr"), "addr"))
+        return addr_to_node_id(self._s(), _addr_u64(addr, "addr"))
 
     def find_many(self, addrs, out=None):
         """find_vmap_area() for each address of a buffer of unsigned 64-bit
@@ -1352,7 +1373,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             ValueError: no single busy area holds the range; addr or n
                 negative or >= 2**64.
         """
-        cdef uint64_t a = _u64(_index(addr, "addr"), "addr")
+        cdef uint64_t a = _addr_u64(addr, "addr")
         cdef uint64_t nb = _u64(_index(n, "n"), "n")
         cdef uint64_t st, la
         if not space_find(self._s(), a, &st, &la):
@@ -1582,8 +1603,14 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         it (O(log n) in the node tried first).  For a VmapArea: it is one of
         the busy areas.  False for an int outside [0, 2**64); TypeError for
         anything else."""
-        cdef uint64_t st, la
+        cdef uint64_t st, la, a64
         cdef space_t* s = self._s()
+        if PyLong_CheckExact(addr):
+            try:
+                a64 = addr
+            except OverflowError:
+                return False
+            return space_find(s, a64, &st, &la)
         k = _area_key(addr)
         if k is not None:
             if not 0 <= k[0] < _ADDR_LIMIT:

@@ -104,6 +104,7 @@ ctypedef struct space_t:
     uint64_t zone_size         # vmap_zone_size
     int zone_shift             # log2(zone_size), or -1 when not a power of two
     unsigned nr_nodes
+    bint nodes_pow2            # nr_nodes is a power of two
     lock_mode_t mode
     vm_lock_t* locks           # [0] free tree, [1] global, [2] purge
     vm_lock_t* free_lock       # free_vmap_area_lock (== global lock in global mode)
@@ -162,6 +163,8 @@ cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept n
         zone = addr >> s.zone_shift
     else:
         zone = addr // s.zone_size
+    if s.nodes_pow2:
+        return <unsigned>zone & (s.nr_nodes - 1)    # no division on find()'s path
     return <unsigned>(zone % s.nr_nodes)
 
 
