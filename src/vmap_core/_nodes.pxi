@@ -100,7 +100,7 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
         kids[1] = <va_t*>vm_load_ptr(<void**>&n.right)
         vm_prefetch(kids[0])            # a prefetch never faults, even on a stale pointer
         vm_prefetch(kids[1])
-        if addr >= st and addr <= la:
+        if addr - st <= la - st:        # one predictable test, as bt_lookup_root()
             start[0] = st
             last[0] = la
             return 1
@@ -364,7 +364,7 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
 # one find() would give: the same node order, the same reader rules.
 
 cdef enum:
-    FM_WIDTH = 16      # descents in flight
+    FM_WIDTH = 32      # descents in flight
     FM_CHUNK = 64      # addresses per chunk (the most a lock is held across)
 
 
@@ -422,7 +422,7 @@ cdef inline void bt_lookup_group_racy(vnode_t* vn, const uint64_t* xs, const int
             a = xs[idx[j]]
             s0 = vm_load_u64(&n.start)
             l0 = vm_load_u64(&n.last)
-            if a >= s0 and a <= l0:
+            if a - s0 <= l0 - s0:               # branch-free, as bt_lookup_group()
                 st[idx[j]] = s0
                 la[idx[j]] = l0
                 found[idx[j]] = 1
@@ -485,13 +485,15 @@ cdef bint node_find_group_try(space_t* s, vnode_t* vn, const uint64_t* xs, const
     return True
 
 
-cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, uint64_t* la,
-                           signed char* found) noexcept nogil:
-    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la.
-    The groups whose node lock another thread holds are left for a second
-    pass: a collision then costs a lookup of another node, not a wait (each
-    lookup still runs under its own node's reader rule)."""
-    cdef unsigned nid[FM_CHUNK]
+cdef void space_find_pass(space_t* s, const uint64_t* xs, const int* todo, int n,
+                          const unsigned* nid, uint64_t* st, uint64_t* la,
+                          signed char* found) noexcept nogil:
+    """One node per address: look up xs[todo[i]] in node nid[todo[i]], grouped
+    by node (at most FM_WIDTH descents a group).  The groups whose node lock
+    another thread holds are left for a second pass: a collision then costs a
+    lookup of another node, not a wait (each lookup still runs under its own
+    node's reader rule; the global lock, in "global" mode, is held across the
+    pass: at most FM_CHUNK lookups)."""
     cdef int order[FM_CHUNK]            # the addresses, group by group
     cdef int gfirst[FM_CHUNK + 1]       # group g is order[gfirst[g]:gfirst[g + 1]]
     cdef unsigned gnode[FM_CHUNK]
@@ -500,22 +502,20 @@ cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, 
     cdef int i, j, k, g, ng = 0, m = 0
     cdef unsigned node
     for i in range(n):
-        nid[i] = addr_to_node_id(s, xs[i])
-        found[i] = 0
         done[i] = 0
     for i in range(n):
         if done[i]:
             continue
-        node = nid[i]
+        node = nid[todo[i]]
         k = 0
         for j in range(i, n):
-            if not done[j] and nid[j] == node:
+            if not done[j] and nid[todo[j]] == node:
                 done[j] = 1
                 if k == 0:
                     gfirst[ng] = m
                     gnode[ng] = node
                     ng += 1
-                order[m] = j
+                order[m] = todo[j]
                 m += 1
                 k += 1
                 if k == FM_WIDTH:
@@ -532,13 +532,39 @@ cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, 
                             gfirst[g + 1] - gfirst[g], st, la, found)
     if s.global_lock != NULL:
         vm_unlock(s.global_lock)
-    if s.nr_nodes > 1:
-        # The rest of the walk for each miss, from the node after its first (already
-        # searched above): the kernel's walk, each node once.  The bounded walk (not
-        # the kernel's) starts over from addr's zone.
+
+
+cdef void space_find_chunk(space_t* s, const uint64_t* xs, int n, uint64_t* st, uint64_t* la,
+                           signed char* found) noexcept nogil:
+    """find() for n <= FM_CHUNK addresses; found[i] 1 or 0, bounds in st/la.
+    Every address first in its own node; then the misses go on with the
+    kernel's walk in rounds, all of them one node further each round (each
+    address still visits the nodes in find()'s order, each once; an area
+    holds an address in at most one node, so the answer is find()'s)."""
+    cdef unsigned nid[FM_CHUNK]
+    cdef int todo[FM_CHUNK]
+    cdef int i, m
+    cdef unsigned r
+    for i in range(n):
+        nid[i] = addr_to_node_id(s, xs[i])
+        found[i] = 0
+        todo[i] = i
+    space_find_pass(s, xs, todo, n, nid, st, la, found)
+    if s.nr_nodes == 1:
+        return
+    if s.walk_bounded:
+        # Not the kernel's walk: the bounded one starts over from addr's zone.
         for i in range(n):
             if not found[i]:
-                if s.walk_bounded:
-                    found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])
-                else:
-                    found[i] = <signed char>space_find_walk(s, xs[i], &st[i], &la[i], True)
+                found[i] = <signed char>space_find(s, xs[i], &st[i], &la[i])
+        return
+    for r in range(1, s.nr_nodes):
+        m = 0
+        for i in range(n):
+            if not found[i]:
+                nid[i] = node_walk_next(s, nid[i])
+                todo[m] = i
+                m += 1
+        if m == 0:
+            return
+        space_find_pass(s, xs, todo, m, nid, st, la, found)
