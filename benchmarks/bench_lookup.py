@@ -182,8 +182,7 @@ def main(argv=None):
     gc.enable()
     print("\nmisses (addresses in holes), ns per find()")
     result["misses"] = {}
-    for lock in ("node", "optimistic", "rwlock", "node+bounded", "optimistic+bounded",
-                 "rwlock+bounded"):
+    for lock in ("node", "optimistic", "rwlock", "optimistic+bounded", "rwlock+bounded"):
         b2, s2 = best_spread(mt[2, lock])
         b128, s128 = best_spread(mt[128, lock])
         walk = "bounded walk" if "bounded" in lock else "kernel walk"
