@@ -168,6 +168,22 @@ SAMPLE = """\
 """
 
 
+def test_each_pass_counts_from_zero():
+    """Iterating a reader again reads the trace again; the counters describe
+    that pass (they used to add up over passes), and an open file that is
+    exhausted gives an empty pass."""
+    r = TraceReader(REAL)
+    first = list(r)
+    once = r.counts()
+    assert list(r) == first
+    assert r.counts() == once and once["allocs"] == 8069
+    with gzip.open(REAL, "rb") as f:
+        stream = TraceReader(f)
+        assert len(list(stream)) == len(first) and stream.counts() == once
+        assert list(stream) == []
+        assert stream.counts()["events"] == 0 and stream.counts()["allocs"] == 0
+
+
 def test_other_events_and_headers_are_counted():
     got, r = read(io.StringIO(SAMPLE), name="sample")
     assert [e.kind for e in got] == ["alloc", "free", "purge"]

@@ -66,8 +66,11 @@ class TraceReader:
     ``allocs``, ``failed_allocs``, ``frees``, ``purges``, ``header_lines``
     (lines starting with ``#``), ``other_lines`` (other events, blank lines,
     tool output) and ``cpus`` (from tracefs' ``#P:N`` or trace-cmd's
-    ``cpus=N``, else None).  ValueError for a malformed line of one of the
-    three events (named ``name:lineno``); OSError when the file cannot be read.
+    ``cpus=N``, else None).  Each iteration reads the trace again (a path is
+    reopened; an open file goes on from where it is) and the counters start
+    from zero: they describe the latest pass.  ValueError for a malformed line
+    of one of the three events (named ``name:lineno``); OSError when the file
+    cannot be read.
     """
 
     def __init__(self, source, *, name=None, chunk_size=CHUNK_SIZE):
@@ -78,6 +81,9 @@ class TraceReader:
                     getattr(source, "name", None) or "<trace>")
         self.name = str(name)
         self.chunk_size = chunk_size
+        self._reset()
+
+    def _reset(self):
         self.events = self.allocs = self.failed_allocs = self.frees = self.purges = 0
         self.header_lines = self.other_lines = 0
         self.cpus = None
@@ -94,6 +100,7 @@ class TraceReader:
         return src, False
 
     def __iter__(self):
+        self._reset()
         f, owned = self._open()
         try:
             yield from self._scan(f)
