@@ -16,9 +16,10 @@ import contextlib
 import json
 import os
 import re
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -221,6 +222,27 @@ def percent(x: float) -> str:
 def machine_name() -> str:
     """'this machine (AMD EPYC, x86_64, 2 CPUs available)'."""
     return measure.machine_name()
+
+
+T = TypeVar("T")
+
+#: What stops an experiment with a one-line message (exit status 1) instead of a traceback.
+RUN_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, MemoryError,
+                                               OverflowError)
+
+
+def guarded(run: Callable[[], T],
+            errors: tuple[type[BaseException], ...] = RUN_ERRORS) -> tuple[T | None, int]:
+    """``(run(), 0)``; or, once one line on stderr said what stopped it,
+    ``(None, 1)`` for one of ``errors`` and ``(None, 130)`` for an interrupt."""
+    try:
+        return run(), 0
+    except errors as e:
+        print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt:
+        print("vmap-core: interrupted", file=sys.stderr)
+        return None, 130
 
 
 def plural(n: int, word: str) -> str:

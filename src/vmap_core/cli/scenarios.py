@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     t0 = time.perf_counter()
     by_design: dict[str, list[Any]] = {}
-    try:
+
+    def run_rounds() -> None:
         with common.progress_bar(NAME) as progress:
             for k in range(rounds):
                 def prog(done, total, cell, k=k):
@@ -159,12 +160,11 @@ def run(args: argparse.Namespace) -> int:
                                          reference=args.reference, native=native, cpus=cpus,
                                          progress=prog):
                     by_design.setdefault(r.design, []).append(r)
-    except (RuntimeError, ValueError, MemoryError, KeyError, AssertionError) as e:
-        print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vmap-core: interrupted", file=sys.stderr)
-        return 130
+
+    _, status = common.guarded(run_rounds, (RuntimeError, ValueError, MemoryError, KeyError,
+                                            AssertionError))
+    if status:
+        return status
     total = time.perf_counter() - t0
     best = [min(rs, key=lambda r: r.wall_s) for rs in by_design.values()]
     out = common.console()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import textwrap
-import sys
 from typing import Any
 
 from . import common
@@ -163,15 +162,13 @@ def run(args: argparse.Namespace) -> int:
                               "any lock has no Python-level call)")
         runner = python_cell
         print(f"usercopy with Python threads: {gil_note()}")
-    try:
+    def sweep() -> list[dict[str, Any]]:
         with common.progress_bar(NAME) as progress:
-            rows = uc.run_sweep(designs, threads, progress=progress, runner=runner, **cell)
-    except (RuntimeError, ValueError, MemoryError, OverflowError) as e:
-        print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vmap-core: interrupted", file=sys.stderr)
-        return 130
+            return uc.run_sweep(designs, threads, progress=progress, runner=runner, **cell)
+
+    rows, status = common.guarded(sweep)
+    if rows is None:
+        return status
     extra = (f", work {args.work_ns} ns" if args.work_ns else "") + (
         f", {lookups} lookups/request" if lookups > 1 else "") + (
         ", lazy writer" if args.lazy_writer else "") + (
@@ -208,21 +205,21 @@ def run_seed(args: argparse.Namespace) -> int:
                        lookups=args.lookups_per_request or seed.DEFAULT_LOOKUPS,
                        work_ns=args.work_ns, threads=threads[0])
     designs = args.modes or [d for d, _ in seed.DESIGNS]
-    cal = None
-    try:
+    def sweep() -> tuple[Any, seed.Setup, list[dict[str, Any]]]:
+        cal, cell = None, setup
         with common.progress_bar(NAME) as progress:
             if args.calibrate:
-                cal = seed.calibrate(setup, seconds=min(args.seconds, 0.3),
+                cal = seed.calibrate(cell, seconds=min(args.seconds, 0.3),
                                      rounds=min(args.rounds, 2), progress=progress)
-                setup = dataclasses.replace(setup, work_ns=cal.work_ns, lookups=cal.lookups)
-            rows = uc.run_sweep(designs, threads, seconds=args.seconds, rounds=args.rounds,
-                                progress=progress, **setup.cell_kwargs())
-    except (RuntimeError, ValueError, MemoryError, OverflowError) as e:
-        print(f"vmap-core: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vmap-core: interrupted", file=sys.stderr)
-        return 130
+                cell = dataclasses.replace(cell, work_ns=cal.work_ns, lookups=cal.lookups)
+            return cal, cell, uc.run_sweep(designs, threads, seconds=args.seconds,
+                                           rounds=args.rounds, progress=progress,
+                                           **cell.cell_kwargs())
+
+    done, status = common.guarded(sweep)
+    if done is None:
+        return status
+    cal, setup, rows = done
     cmp = seed.compare_rows([r for r in rows if r["threads"] == threads[0]])
     preds = seed.predictions(cmp, setup.lookups) if cal else []
     out = common.console()
