@@ -572,30 +572,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef alloc_status_t rc = ALLOC_NOSPACE
         cdef bint rotated = False
         cdef bint pooled_first, locked
-        size = _index(size, "size")
-        align = _index_opt(align, "align")
-        vstart = _index_opt(vstart, "vstart")
-        vend = _index_opt(vend, "vend")
-        cpu = _index_opt(cpu, "cpu")
-        if caller is not None and not isinstance(caller, str):
-            raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
-        szm1 = _last_of(size, "size")
-        if (szm1 + 1) & (s.page_size - 1):
-            raise ValueError(f"size must be a positive multiple of page_size, not {size}")
-        if align is None:
-            al = s.page_size
-        else:
-            al = _u64(align, "align")
-            if not _is_pow2(al):
-                raise ValueError(f"align must be a power of two, not {align}")
-        vs = s.start if vstart is None else _u64(vstart, "vstart")
-        vl = s.last if vend is None else _last_of(vend, "vend")
-        if vs < s.start or vl > s.last or vs > vl:
-            raise ValueError("need start <= vstart < vend <= end")
-        if (vs | (vl + 1)) & (s.page_size - 1):
-            raise ValueError("vstart and vend must be multiples of page_size")
-        if cpu is not None and cpu < 0:
-            raise ValueError("cpu must be >= 0")
+        cdef uint64_t w[4]
+        size, cpu = self._request(size, align, vstart, vend, cpu, caller, w)
+        szm1, al, vs, vl = w[0], w[1], w[2], w[3]
         pooled_first = vs == s.start and vl == s.last and s.nr_nodes > 1
         if pooled_first:
             tag = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
@@ -709,10 +688,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         cdef space_t* s = self._s()
         cdef uint64_t szm1, al, vs, vl, addr = 0
         cdef alloc_status_t rc
-        cpu = _index_opt(cpu, "cpu")       # every TypeError before any ValueError, as alloc()
-        szm1, al, vs, vl = self._request(size, align, vstart, vend)
-        if cpu is not None and cpu < 0:
-            raise ValueError("cpu must be >= 0")
+        cdef uint64_t w[4]
+        size, cpu = self._request(size, align, vstart, vend, cpu, None, w)
+        szm1, al, vs, vl = w[0], w[1], w[2], w[3]
         if vs == s.start and vl == s.last and s.nr_nodes > 1:
             node = (vm_current_cpu() if cpu is None else cpu % s.nr_nodes) % s.nr_nodes
             if space_pool_peek(s, <unsigned>node, szm1, al, &addr):
@@ -787,14 +765,20 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError(f"[{a:#x}, {<object>a + size:#x}) is not free")
         return addr
 
-    cdef tuple _request(self, size, align, vstart, vend):
-        """alloc()'s checks: (size - 1, align, vstart, vend - 1)."""
+    cdef tuple _request(self, size, align, vstart, vend, cpu, caller, uint64_t* w):
+        """alloc()'s conversions and checks, every TypeError before any
+        ValueError (as the reference's _check_request()): fills w with
+        (size - 1, align, vstart, vend - 1), returns (size, cpu) as ints (cpu
+        may be None)."""
         cdef space_t* s = self.sp
         cdef uint64_t szm1, al, vs, vl
         size = _index(size, "size")
         align = _index_opt(align, "align")
         vstart = _index_opt(vstart, "vstart")
         vend = _index_opt(vend, "vend")
+        cpu = _index_opt(cpu, "cpu")
+        if caller is not None and not isinstance(caller, str):
+            raise TypeError(f"caller must be a str or None, not {type(caller).__name__}")
         szm1 = _last_of(size, "size")
         if (szm1 + 1) & (s.page_size - 1):
             raise ValueError(f"size must be a positive multiple of page_size, not {size}")
@@ -810,7 +794,13 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             raise ValueError("need start <= vstart < vend <= end")
         if (vs | (vl + 1)) & (s.page_size - 1):
             raise ValueError("vstart and vend must be multiples of page_size")
-        return szm1, al, vs, vl
+        if cpu is not None and cpu < 0:
+            raise ValueError("cpu must be >= 0")
+        w[0] = szm1
+        w[1] = al
+        w[2] = vs
+        w[3] = vl
+        return size, cpu
 
     def find(self, addr):
         """find_vmap_area(): the busy area with ``start <= addr < end``, or None.
