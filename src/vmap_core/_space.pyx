@@ -1280,6 +1280,14 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
         Cost: as find(), per address; the GIL is released for the whole batch.
         """
+        return self._find_many(addrs, out, False)
+
+    def _find_many_serial(self, addrs, out=None):
+        """find_many() one descent at a time (space_find() per address): kept
+        only so that benchmarks can measure what the interleaving gains."""
+        return self._find_many(addrs, out, True)
+
+    cdef object _find_many(self, addrs, out, bint serial):
         cdef space_t* s = self._s()
         cdef Py_buffer a
         cdef Py_buffer o
@@ -1313,38 +1321,15 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
                         for j in range(k):
                             # memcpy: a view may be unaligned (numpy); a plain mov on x86-64.
                             memcpy(&xs[j], ap + (i + j) * astride, 8)
-                        space_find_chunk(s, xs, <int>k, sts, las, found)
+                        if serial:
+                            for j in range(k):
+                                found[j] = space_find(s, xs[j], &sts[j], &las[j])
+                        else:
+                            space_find_chunk(s, xs, <int>k, sts, las, found)
                         for j in range(k):
                             x = sts[j] if found[j] else MISS_U64
                             memcpy(op + (i + j) * ostride, &x, 8)
                         i += k
-                    vm_nogil_exit()
-            finally:
-                PyBuffer_Release(&o)
-        finally:
-            PyBuffer_Release(&a)
-        return out
-
-    def _find_many_serial(self, addrs, out):
-        """find_many() one descent at a time (space_find() per address): kept
-        only so that benchmarks can measure what the interleaving gains."""
-        cdef space_t* s = self._s()
-        cdef Py_buffer a
-        cdef Py_buffer o
-        cdef Py_ssize_t i, n
-        cdef uint64_t x, st, la
-        _get_u64_buffer(addrs, &a, False, "addrs")
-        try:
-            _get_u64_buffer(out, &o, True, "out")
-            try:
-                n = _buffer_len(&a)
-                if _buffer_len(&o) != n or _buffer_stride(&a) != 8 or _buffer_stride(&o) != 8:
-                    raise ValueError("contiguous buffers of the same length only")
-                with nogil:
-                    vm_nogil_enter()
-                    for i in range(n):
-                        x = (<uint64_t*>a.buf)[i]
-                        (<uint64_t*>o.buf)[i] = st if space_find(s, x, &st, &la) else MISS_U64
                     vm_nogil_exit()
             finally:
                 PyBuffer_Release(&o)
