@@ -8,7 +8,8 @@ cycles.  Shrinks are ``random`` (any F of the areas, in random order) or
 then gives back its newest areas).  After each step the script reports
 
 * ``slab``: ``stats()["slab_bytes"]`` per live area (64-byte records for busy
-  areas and free blocks, 4 KiB chunks, the chunk tables);
+  areas and free blocks, 4 KiB chunks, the chunk tables), and the records in
+  use per live area (``stats()["slab_records"]``: busy areas + free blocks);
 * ``RSS``: the process's resident-set change over a shrink or regrow, per
   live area after it (the list of starts keeps its length, so the step's
   Python objects mostly cancel out): whether the pages the slab stops
@@ -40,10 +41,10 @@ def rss_bytes():
         return int(f.read().split()[1]) * PAGE
 
 
-def spread(xs):
+def spread(xs, digits=1):
     if not xs:
         return "-"
-    return f"{statistics.median(xs):7.1f} [{min(xs):.1f}, {max(xs):.1f}]"
+    return f"{statistics.median(xs):.{digits}f} [{min(xs):.{digits}f}, {max(xs):.{digits}f}]"
 
 
 def run(shape, n, frac, cycles, seed):
@@ -52,28 +53,30 @@ def run(shape, n, frac, cycles, seed):
     alloc, free = space.alloc, space.free
     starts = [alloc(rng.randint(1, 16) * PAGE) for _ in range(n)]
     k = int(n * frac)
-    rows = {"grown": ([], []), "shrunk": ([], []), "regrown": ([], [])}
+    rows = {"grown": ([], [], []), "shrunk": ([], [], []), "regrown": ([], [], [])}
 
     def note(step, r_before, live):
         st = space.stats()
         assert st["busy_areas"] == live
         rows[step][0].append(st["slab_bytes"] / live)
+        rows[step][1].append(st["slab_records"] / live)
         if r_before is not None:
-            rows[step][1].append((rss_bytes() - r_before) / live)
+            rows[step][2].append((rss_bytes() - r_before) / live)
 
     for _ in range(cycles):
         note("grown", None, n)
-        r = rss_bytes()
         if shape == "random":
             idx = rng.sample(range(n), k)
         else:
             idx = list(range(n - 1, n - 1 - k, -1))
+        sizes = [rng.randint(1, 16) * PAGE for _ in idx]
+        r = rss_bytes()
         for i in idx:
             free(starts[i])
         note("shrunk", r, n - k)
         r = rss_bytes()
-        for i in idx:
-            starts[i] = alloc(rng.randint(1, 16) * PAGE)
+        for i, z in zip(idx, sizes):
+            starts[i] = alloc(z)
         note("regrown", r, n)
         if n <= 100_000:
             space.check()
@@ -91,11 +94,12 @@ def main(argv=None):
     n = int(args.size)
     print(f"N = {n:,}, shrink frees {args.frac:.0%} ({int(n * args.frac):,} areas), "
           f"{args.cycles} cycles; median [min, max] over cycles")
-    print(f"{'shape':8} {'step':8} {'slab B/live area':>28} {'RSS change B/live area':>30}")
+    print(f"{'shape':7} {'step':8} {'slab B/live area':>26} {'records/live area':>22} "
+          f"{'RSS change B/live area':>28}")
     for shape in args.shapes.split(","):
         rows = run(shape, n, args.frac, args.cycles, args.seed)
-        for step, (slab, rss) in rows.items():
-            print(f"{shape:8} {step:8} {spread(slab):>28} {spread(rss):>30}")
+        for step, (slab, recs, rss) in rows.items():
+            print(f"{shape:7} {step:8} {spread(slab):>26} {spread(recs, 2):>22} {spread(rss):>28}")
 
 
 if __name__ == "__main__":

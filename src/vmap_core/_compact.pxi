@@ -17,12 +17,13 @@
 # moved; the old record stays readable memory (_slab.pxi's argument).
 
 cdef inline bint slab_sparse(slab_t* sl) noexcept nogil:
-    """Worth compacting (a slab under compact_min chunks never is): over half the resident records are free, and there
-    were as many frees since the last compaction as records are in use now
-    (so its O(records) cost is O(1) per free, amortised).  Free lock held."""
+    """Worth compacting (a slab under compact_min chunks never is): over half
+    the resident records are free, and there were half as many frees since
+    the last compaction as records are in use now (so its O(records) cost is
+    O(1) per free, amortised).  Free lock held."""
     return (sl.nr_resident >= sl.compact_min
             and sl.in_use * 2 < sl.nr_resident * SLAB_CHUNK_RECORDS
-            and sl.frees >= sl.in_use)
+            and sl.frees * 2 >= sl.in_use)
 
 
 cdef size_t slab_compact_bound(slab_t* sl) noexcept nogil:
