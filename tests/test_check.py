@@ -58,6 +58,7 @@ MESSAGES = {
     "pool_len_long": "pools: tail or len is wrong",
     "pooled_count": "pools: nr_pooled differs from the pools' lengths",
     "slab": "slab: records in use differ from free blocks + busy areas",
+    "slab_chunk": "slab: a chunk's free records disagree with its counts",
     "tiling_start": "tiling: free and busy blocks do not begin at start",
     "tiling": "tiling: a gap or an overlap between blocks",
     "tiling_end": "tiling: free and busy blocks do not reach end",

@@ -119,6 +119,7 @@ cdef int space_free(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) 
     cdef va_t* va = NULL
     cdef int rc = space_find_unlink(s, addr, &va)
     cdef int merged
+    cdef bint sparse
     if rc != UNLINK_OK:
         return rc
     start[0] = va.start
@@ -127,5 +128,8 @@ cdef int space_free(space_t* s, uint64_t addr, uint64_t* start, uint64_t* last) 
     merged = ft_merge(s, va)
     if merged != 0:
         slab_free(&s.slab, va)          # refused, as the kernel WARNs and refuses
+    sparse = slab_sparse(&s.slab)
     vm_unlock(s.free_lock)
+    if sparse:
+        space_compact(s)                # the space shrank a lot: give memory back
     return -1 if merged != 0 else UNLINK_OK

@@ -134,6 +134,43 @@ cdef const char* fc_verify(space_t* s) noexcept nogil:
     return NULL
 
 
+cdef const char* slab_verify(slab_t* s) noexcept nogil:
+    """The slab's free accounting (_slab.pxi): each chunk's counts against its
+    free list, the bitmap, the lowest-chunk cursor, the empty list, in_use."""
+    cdef size_t c, n, used = 0, resident = 0, empties = 0
+    cdef slab_chunk_t* m
+    cdef va_t* va
+    cdef bint bad = False
+    for c in range(s.nr_chunks):
+        m = &s.chunks[c]
+        if m.untouched > SLAB_CHUNK_RECORDS or m.nfree > SLAB_CHUNK_RECORDS:
+            bad = True
+            break
+        if m.untouched < SLAB_CHUNK_RECORDS:
+            resident += 1
+            bad = bad or <size_t>m.base.start != c
+        n = m.untouched
+        va = m.free
+        while va != NULL and n <= SLAB_CHUNK_RECORDS:
+            bad = bad or slab_chunk_of(va) != c
+            n += 1
+            va = va.next
+        bad = bad or n != m.nfree
+        bad = bad or ((s.avail[c >> 6] >> (c & 63)) & 1) != (m.nfree > 0)
+        bad = bad or (m.nfree > 0 and c < s.cur)
+        if m.epos != SLAB_NOT_EMPTY:
+            empties += 1
+            bad = bad or (m.epos >= s.nr_empty or s.empties[m.epos] != c
+                          or m.nfree != SLAB_CHUNK_RECORDS or m.untouched == SLAB_CHUNK_RECORDS)
+        if bad:
+            break
+        used += SLAB_CHUNK_RECORDS - m.nfree
+    if (bad or used != s.in_use or resident != s.nr_resident or empties != s.nr_empty
+            or slab_next_avail(s, s.cur) != s.cur):
+        return "slab: a chunk's free records disagree with its counts"
+    return NULL
+
+
 cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
     """Everything check() promises; blocks has room for every record in use."""
     cdef int bh = 0
@@ -196,6 +233,9 @@ cdef const char* space_verify(space_t* s, block_t* blocks) noexcept nogil:
         return "lazy pages: vmap_lazy_nr differs from the pages in the lazy trees"
     if s.slab.in_use != nblocks:
         return "slab: records in use differ from free blocks + busy areas"
+    err = slab_verify(&s.slab)
+    if err != NULL:
+        return err
     qsort(blocks, nblocks, sizeof(block_t), block_cmp)
     if nblocks == 0 or blocks[0].start != s.start:
         return "tiling: free and busy blocks do not begin at start"
@@ -430,6 +470,8 @@ cdef const char* space_corrupt(space_t* s, const char* kind) noexcept nogil:
         s.lazy_nr += 1
     elif strcmp(kind, "slab") == 0:
         s.slab.in_use += 1
+    elif strcmp(kind, "slab_chunk") == 0:
+        s.slab.chunks[0].nfree ^= 1     # one free record more or less than its list holds
     elif strcmp(kind, "fit_holes") == 0:
         # The fit cache (_freetree.pxi): one class claiming more holes than it has room for.
         fc_reset(s)

@@ -55,6 +55,7 @@ ctypedef struct snap_t:
     bint any_free
     size_t slab_bytes
     size_t slab_records
+    uint64_t slab_compactions
     uint64_t lazy_nr
     uint64_t purges
     uint64_t tlb_flushes
@@ -210,6 +211,7 @@ cdef void snap_take_counts(space_t* s, snap_t* sn) noexcept nogil:
     sn.largest_span = s.free_root.node.aux if sn.any_free else 0
     sn.slab_bytes = slab_bytes(&s.slab)
     sn.slab_records = s.slab.in_use
+    sn.slab_compactions = s.slab.compactions
     sn.lazy_nr = vm_load_u64(&s.lazy_nr)
     sn.purges = s.purges
     sn.tlb_flushes = s.tlb_flushes

@@ -46,6 +46,7 @@ include "_alloc.pxi"
 include "_lazy.pxi"
 include "_check.pxi"
 include "_snapshot.pxi"
+include "_compact.pxi"
 include "_native.pxi"
 
 cdef extern from "_locks.h" nogil:
@@ -1484,7 +1485,10 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
         lazy_pages, lazy_max_pages, pooled_areas, pool_areas (per node,
         {size class: areas}), purges (runs), tlb_flushes (runs that purged
         something), purged_areas, slab_bytes (memory
-        held for area records), slab_records (records in use: busy + free),
+        held for area records: the chunks holding a page, and the slab's
+        tables), slab_records (records in use: busy + free),
+        slab_compactions (times the records were moved together after the
+        space shrank a lot, so that emptied chunks gave their pages back),
         record_bytes (bytes per record), lock_acquisitions / lock_contended
         (per lock: "free" and one per node, or "global"; a lookup in "node"
         mode takes its node's lock, in "rwlock" and "optimistic" mode it does
@@ -1558,6 +1562,7 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
             "purged_areas": sn.purged_areas,
             "slab_bytes": sn.slab_bytes,
             "slab_records": sn.slab_records,
+            "slab_compactions": sn.slab_compactions,
             "record_bytes": sizeof(va_t),
             "lock_acquisitions": acq,
             "lock_contended": cont,
@@ -1953,6 +1958,13 @@ cdef void _install_test_hooks() except *:
     def set_bounded_walk(VmapSpace space, bint on):
         space._s().walk_bounded = on
 
+    def set_slab_tuning(VmapSpace space, size_t compact_min, size_t keep_empty):
+        cdef space_t* s = space._s()
+        lock_acquire(s.free_lock)
+        s.slab.compact_min = compact_min
+        s.slab.keep_empty = keep_empty
+        vm_unlock(s.free_lock)
+
     def race_selftest(n=100000):
         return _race_selftest(n)
 
@@ -1984,7 +1996,7 @@ cdef void _install_test_hooks() except *:
     from . import _testhooks
     _testhooks._install(debug_corrupt=debug_corrupt, debug_pool_order=debug_pool_order,
                         fit_cache=fit_cache, search_tests=search_tests,
-                        set_bounded_walk=set_bounded_walk,
+                        set_bounded_walk=set_bounded_walk, set_slab_tuning=set_slab_tuning,
                         race_selftest=race_selftest, leak_selftest=leak_selftest,
                         ubsan_selftest=ubsan_selftest, fail_c_alloc=fail_c_alloc,
                         c_alloc_count=c_alloc_count, pause_arm=pause_arm,

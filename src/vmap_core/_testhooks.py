@@ -58,6 +58,14 @@ def set_bounded_walk(space: Any, on: bool) -> None:
     _hook("set_bounded_walk")(space, on)
 
 
+def set_slab_tuning(space: Any, compact_min: int = 1, keep_empty: int = 0) -> None:
+    """Let a small space's record slab compact (from compact_min resident
+    4 KiB chunks; by default 64) and give back every empty chunk beyond
+    keep_empty (by default 16), so that tests reach _compact.pxi and the
+    page release of _slab.pxi without building 256 KiB of records."""
+    _hook("set_slab_tuning")(space, compact_min, keep_empty)
+
+
 def debug_pool_order(space: Any) -> list[tuple[int, int, int]]:
     """(node, start, end) of every pooled area, node by node, size class by
     size class, head first: the order pooled_areas() sorts away, which

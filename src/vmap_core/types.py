@@ -47,6 +47,7 @@ class CoreStats(SpaceStats):
 
     slab_bytes: int
     slab_records: int
+    slab_compactions: int
     record_bytes: int
     lock_acquisitions: dict[str, int]     # "free" and "node<k>", or "global"
     lock_contended: dict[str, int]
