@@ -168,14 +168,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "free() of an address inside an area (not its start) frees the area"),
     # -- locks and lock modes ---------------------------------------------------
     Mutant("optimistic_no_retry_check", "locks", ND,
-           "        if not vm_read_seqretry(&vn.seq, seq) and found >= 0:\n            return found\n"
-           "        vm_atomic_inc",
-           "        if found >= 0:\n            return found\n        vm_atomic_inc",
+           "    if not vm_read_seqretry(&vn.seq, seq) and found >= 0:\n        return found\n"
+           "    vm_atomic_inc(&vn.read_retries)",
+           "    if found >= 0:\n        return found\n    vm_atomic_inc(&vn.read_retries)",
            "an optimistic reader uses its result without validating the seqcount"),
-    Mutant("optimistic_retry_no_check", "locks", ND,
-           "            if not vm_read_seqretry(&vn.seq, seq) and found >= 0:",
-           "            if found >= 0:",
-           "an optimistic reader's retries use their result without validating the seqcount"),
     Mutant("publish_without_node_lock", "locks", AL,
            "        vm_unlock(s.free_lock)\n        busy_lock(s, vn)",
            "        vm_unlock(s.free_lock)",
@@ -198,8 +194,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:\n        if not vm_write_lock_rw_begin(&vn.rw):",
            'an "rwlock" writer changes the tree without shutting readers out'),
     Mutant("node_reader_unlocked", "locks", ND,
-           "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)\n    va = bt_lookup(vn, addr)",
-           "    elif False:\n        lock_acquire(&vn.lock)\n    va = bt_lookup(vn, addr)",
+           "    elif s.mode != LOCK_GLOBAL:\n        lock_acquire(&vn.lock)\n    return node_read_unlock(",
+           "    elif False:\n        lock_acquire(&vn.lock)\n    return node_read_unlock(",
            'a "node" mode lookup reads the node\'s tree without its lock'),
     Mutant("node_reader_try_unlocked", "locks", ND,
            "    elif s.mode != LOCK_GLOBAL:\n        if not vm_lock_try(&vn.lock):\n            return -1",

@@ -108,67 +108,65 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
     return 0
 
 
+cdef inline int optimistic_try(vnode_t* vn, uint64_t addr, uint64_t* start,
+                               uint64_t* last) noexcept nogil:
+    """One lock-free read of a node, validated by its seq: 1 found, 0 not
+    there, -1 it saw a change (counted in read_retries)."""
+    cdef unsigned seq = vm_read_seqbegin(&vn.seq)
+    cdef int found = bt_lookup_racy(vn, addr, start, last)
+    if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
+        return found
+    vm_atomic_inc(&vn.read_retries)
+    return -1
+
+
+cdef inline bint node_read_unlock(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
+                                  uint64_t* last) noexcept nogil:
+    """The lookup under the reader lock the caller took, then that lock released."""
+    cdef va_t* va = bt_lookup(vn, addr)
+    if va != NULL:
+        start[0] = va.start
+        last[0] = va.last
+    if s.mode == LOCK_RWLOCK:
+        vm_read_unlock(&vn.rw)
+    elif s.mode != LOCK_GLOBAL:
+        vm_unlock(&vn.lock)
+    return va != NULL
+
+
 cdef int node_find_try(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
                        uint64_t* last) noexcept nogil:
     """One uncontended attempt of node_find(): 1 found, 0 not in this node,
     -1 not answered (the node's lock was busy, or an optimistic read saw a
     change: that try is counted in read_retries, as node_find() counts it)."""
-    cdef va_t* va
-    cdef unsigned seq
-    cdef int found
     if s.mode == LOCK_OPTIMISTIC:
-        seq = vm_read_seqbegin(&vn.seq)
-        found = bt_lookup_racy(vn, addr, start, last)
-        if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
-            return found
-        vm_atomic_inc(&vn.read_retries)
-        return -1
+        return optimistic_try(vn, addr, start, last)
     if s.mode == LOCK_RWLOCK:
         if not vm_read_trylock(&vn.rw):
             return -1
     elif s.mode != LOCK_GLOBAL:
         if not vm_lock_try(&vn.lock):
             return -1
-    va = bt_lookup(vn, addr)
-    if va != NULL:
-        start[0] = va.start
-        last[0] = va.last
-    if s.mode == LOCK_RWLOCK:
-        vm_read_unlock(&vn.rw)
-    elif s.mode != LOCK_GLOBAL:
-        vm_unlock(&vn.lock)
-    return va != NULL
+    return node_read_unlock(s, vn, addr, start, last)
 
 
 cdef bint node_find_from(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
                          uint64_t* last, int tries) noexcept nogil:
     """node_find() after `tries` optimistic tries were made (and counted)."""
-    cdef va_t* va
-    cdef unsigned seq
     cdef int found
     if s.mode == LOCK_OPTIMISTIC:
         while tries < OPTIMISTIC_TRIES:
             tries += 1
-            seq = vm_read_seqbegin(&vn.seq)
-            found = bt_lookup_racy(vn, addr, start, last)
-            if not vm_read_seqretry(&vn.seq, seq) and found >= 0:
+            found = optimistic_try(vn, addr, start, last)
+            if found >= 0:
                 return found
-            vm_atomic_inc(&vn.read_retries)
         vm_atomic_inc(&vn.read_fallbacks)
         # fall back to the lock, as a writer would
     if s.mode == LOCK_RWLOCK:
         read_lock_acquire(&vn.rw)
     elif s.mode != LOCK_GLOBAL:
         lock_acquire(&vn.lock)
-    va = bt_lookup(vn, addr)
-    if va != NULL:
-        start[0] = va.start
-        last[0] = va.last
-    if s.mode == LOCK_RWLOCK:
-        vm_read_unlock(&vn.rw)
-    elif s.mode != LOCK_GLOBAL:
-        vm_unlock(&vn.lock)
-    return va != NULL
+    return node_read_unlock(s, vn, addr, start, last)
 
 
 cdef inline bint node_find(space_t* s, vnode_t* vn, uint64_t addr, uint64_t* start,
