@@ -87,11 +87,11 @@ static inline int vm_lock_try(vm_lock_t *l)
     return 1;
 }
 
-/* The waiting path: never call it while holding the GIL. */
-static inline void vm_lock_wait(vm_lock_t *l)
+/* The waiting path: never call it while holding the GIL.  t0: when the wait
+ * began (vm_clock_ns()), so that a spin before it counts in wait_ns too. */
+static inline void vm_lock_wait_since(vm_lock_t *l, uint64_t t0)
 {
     unsigned spins = 0;
-    uint64_t t0 = vm_clock_ns();
     for (;;) {
         while (__atomic_load_n(&l->state, __ATOMIC_RELAXED)) {
             vm_spin_step(&spins);
@@ -104,25 +104,30 @@ static inline void vm_lock_wait(vm_lock_t *l)
     l->wait_ns += vm_clock_ns() - t0;
 }
 
+static inline void vm_lock_wait(vm_lock_t *l)
+{
+    vm_lock_wait_since(l, vm_clock_ns());
+}
+
 /* A short wait for a lock whose holder is running: up to VM_SPIN_ATTACHED
  * pauses (a critical section here is a tree descent or a relink, well under a
  * microsecond).  1 and the lock taken, counted as contended; 0 and nothing
- * taken.  A thread attached to the interpreter tries this before it detaches
+ * taken, *t0 when the wait began (for vm_lock_wait_since()).  A thread attached to the interpreter tries this before it detaches
  * (PyEval_SaveThread): detaching and reattaching costs more than most waits,
  * and on a free-threaded build it turned every collision of two find() calls
  * into two thread-state transitions. */
 #define VM_SPIN_ATTACHED 128
 
-static inline int vm_lock_spin(vm_lock_t *l)
+static inline int vm_lock_spin(vm_lock_t *l, uint64_t *t0)
 {
-    uint64_t t0 = vm_clock_ns();
+    *t0 = vm_clock_ns();
     for (unsigned i = 0; i < VM_SPIN_ATTACHED; i++) {
         vm_cpu_relax();
         if (!__atomic_load_n(&l->state, __ATOMIC_RELAXED)
                 && !__atomic_exchange_n(&l->state, 1, __ATOMIC_ACQUIRE)) {
             vm_lock_count(&l->acquisitions);
             l->contended++;
-            l->wait_ns += vm_clock_ns() - t0;
+            l->wait_ns += vm_clock_ns() - *t0;
             return 1;
         }
     }

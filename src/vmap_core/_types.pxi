@@ -10,7 +10,8 @@ cdef extern from "_locks.h" nogil:
     void vm_lock_init(vm_lock_t* l)
     bint vm_lock_try(vm_lock_t* l)
     void vm_lock_wait(vm_lock_t* l)
-    int vm_lock_spin(vm_lock_t* l)
+    void vm_lock_wait_since(vm_lock_t* l, uint64_t t0)
+    int vm_lock_spin(vm_lock_t* l, uint64_t* t0)
     void vm_unlock(vm_lock_t* l)
     ctypedef struct vm_rwlock_t:
         unsigned state
@@ -173,20 +174,21 @@ cdef inline unsigned addr_to_node_id(const space_t* s, uint64_t addr) noexcept n
 # a thread inside a nogil section (vm_nogil_enter() at its call site) waits
 # plainly.  The call site declares its state; the interpreter is not asked.
 
-cdef void lock_wait_gil(vm_lock_t* l) noexcept nogil:
+cdef void lock_wait_gil(vm_lock_t* l, uint64_t t0) noexcept nogil:
     cdef PyThreadState* ts = PyEval_SaveThread()
-    vm_lock_wait(l)
+    vm_lock_wait_since(l, t0)
     PyEval_RestoreThread(ts)
 
 
 cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
     """Take l; a contended wait drops the GIL if the calling thread holds it."""
+    cdef uint64_t t0
     if vm_lock_try(l):
         return
     if vm_in_nogil():
         vm_lock_wait(l)
-    elif not vm_lock_spin(l):
-        lock_wait_gil(l)
+    elif not vm_lock_spin(l, &t0):
+        lock_wait_gil(l, t0)        # the spin's time counts in wait_ns
 
 
 cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
