@@ -353,13 +353,15 @@ cdef int space_find_unlink(space_t* s, uint64_t addr, va_t** out) noexcept nogil
 # (prefetching the next node of each) overlaps their misses.  Addresses go in
 # chunks of FM_CHUNK; a chunk's addresses are grouped by their first node and
 # each group is looked up under that node's reader rule, one node at a time
-# (a lock is held across at most FM_CHUNK descents, never two node locks at
+# (a lock is held across at most FM_WIDTH descents, never two node locks at
 # once): "node" its spinlock, "rwlock" its read side, "optimistic" nothing,
 # then the node's seq validates the whole group (a group that saw a change
 # redoes its lookups one by one, with find()'s retries and fallback),
-# "global" the one lock over the chunk.  An address not found in its first
-# node continues with find()'s own walk (space_find()).  Each answer is thus
-# one find() would give: the same node order, the same reader rules.
+# "global" the one lock over the pass.  A group whose lock is busy waits for
+# the chunk's other groups.  The addresses not found in their first node go
+# on with find()'s walk in rounds, one node further each (space_find_chunk()).
+# Each answer is thus one find() would give: the same node order, the same
+# reader rules.
 
 cdef enum:
     FM_WIDTH = 32      # descents in flight
