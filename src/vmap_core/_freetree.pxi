@@ -432,17 +432,21 @@ cdef int ft_find_place(space_t* s, uint64_t start, uint64_t last,
     """find_va_links(): where [start, last] hangs; -1 if it overlaps a free block."""
     cdef va_t* n = s.free_root.node
     cdef va_t* parent = NULL
+    cdef va_t* l
+    cdef va_t* r
     cdef bint left = False
     while n != NULL:
         # Branch-free, both children prefetched while this node is compared
         # (as bt_lookup_root()): the side taken is random on a big tree.
-        ft_prefetch(n.left)
-        ft_prefetch(n.right)
+        l = n.left
+        r = n.right
+        ft_prefetch(l)
+        ft_prefetch(r)
         parent = n
         if last >= n.start and start <= n.last:
             return -1
         left = last < n.start
-        n = (<va_t**>&n.left)[not left]
+        n = l if left else r
     parent_out[0] = parent
     left_out[0] = left
     return 0

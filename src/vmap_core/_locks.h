@@ -1,9 +1,10 @@
 /*
  * The only C in vmap_core: atomics and locks that Cython cannot spell.
  *
- * vm_lock_t is a test-and-test-and-set spinlock (the kernel's spinlock_t in
- * spirit, without the queueing): spin with a CPU pause, and after a bounded
- * spin yield the CPU so an oversubscribed machine cannot livelock.  Each lock
+ * vm_lock_t is a spinlock (the kernel's spinlock_t in spirit, without the
+ * queueing): one exchange to take it, then test-and-test-and-set while it
+ * is held, with a CPU pause, and after a bounded spin a yield of the CPU so
+ * that an oversubscribed machine cannot livelock.  Each lock
  * fills its own 64-byte cache line; the statistics beside the lock word are
  * written only by the holder.
  *
@@ -21,6 +22,11 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <x86intrin.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define vm_cpu_relax() __builtin_ia32_pause()
@@ -32,13 +38,97 @@
 
 #define VM_SPIN_BEFORE_YIELD 256
 
-/* Monotonic nanoseconds, for the wait-time statistics: read only on the
- * contended slow paths below, never on an uncontended acquisition. */
 static inline uint64_t vm_clock_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The wait-time clock of the lock statistics, read only on contended slow
+ * paths, twice per contended acquisition.  clock_gettime() costs about 25 ns
+ * in a VM, half of a short spin's whole wait between two threads, so where
+ * the CPU has an invariant TSC (x86-64: CPUID 0x80000007 EDX bit 8) the
+ * statistics count TSC ticks (rdtsc, about 10 ns) instead, converted to ns
+ * when read (vm_wait_ns(): the TSC's rate measured once against
+ * CLOCK_MONOTONIC).  Elsewhere a tick is a nanosecond of clock_gettime().
+ */
+static int vm_tsc_usable;              /* fixed by vm_wait_clock_init(), before any lock is used */
+static uint64_t vm_tsc0, vm_ns0;       /* a (TSC, CLOCK_MONOTONIC) pair read at init */
+static uint64_t vm_tsc_scale_bits;     /* ns per tick, a double's bits; 0 until measured */
+
+#if defined(__x86_64__)
+/* A (TSC, ns) pair read close together: retried if something (an interrupt,
+ * a preemption) came between the two clock reads around the rdtsc. */
+static void vm_tsc_pair(uint64_t *tsc, uint64_t *ns)
+{
+    for (int i = 0; i < 100; i++) {
+        uint64_t a = vm_clock_ns();
+        *tsc = __rdtsc();
+        uint64_t b = vm_clock_ns();
+        *ns = a + (b - a) / 2;
+        if (b - a < 2000)
+            return;
+    }
+}
+#endif
+
+static void vm_wait_clock_init(void)
+{
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(0x80000007, &a, &b, &c, &d) && (d & (1u << 8))) {
+        vm_tsc_pair(&vm_tsc0, &vm_ns0);
+        vm_tsc_usable = 1;
+    }
+#endif
+}
+
+static inline uint64_t vm_wait_clock(void)
+{
+#if defined(__x86_64__)
+    if (vm_tsc_usable)
+        return __rdtsc();
+#endif
+    return vm_clock_ns();
+}
+
+/* Ticks since t0; 0 if the TSCs of two CPUs disagree the other way. */
+static inline uint64_t vm_wait_since(uint64_t t0)
+{
+    uint64_t t = vm_wait_clock();
+    return t > t0 ? t - t0 : 0;
+}
+
+/* Wait-clock ticks as ns.  The first call measures the TSC's rate over at
+ * least 20 ms since init (it sleeps out the rest, once, if it comes sooner). */
+static uint64_t vm_wait_ns(uint64_t ticks)
+{
+#if defined(__x86_64__)
+    if (vm_tsc_usable) {
+        uint64_t bits = __atomic_load_n(&vm_tsc_scale_bits, __ATOMIC_ACQUIRE);
+        double scale;
+        if (!bits) {
+            uint64_t tsc, ns;
+            vm_tsc_pair(&tsc, &ns);
+            if (ns - vm_ns0 < 20000000) {
+                struct timespec rest = {0, (long)(20000000 - (ns - vm_ns0))};
+                nanosleep(&rest, NULL);
+                vm_tsc_pair(&tsc, &ns);
+            }
+            scale = (double)(ns - vm_ns0) / (double)(tsc - vm_tsc0);
+            memcpy(&bits, &scale, sizeof bits);
+            uint64_t none = 0;
+            if (!__atomic_compare_exchange_n(&vm_tsc_scale_bits, &none, bits, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                bits = none;            /* another thread measured it first */
+        }
+        memcpy(&scale, &bits, sizeof scale);
+        return (uint64_t)((double)ticks * scale + 0.5);
+    }
+#endif
+    return ticks;
 }
 
 /* One step of every wait loop here: pause, and after a bounded spin yield
@@ -58,7 +148,7 @@ typedef struct vm_lock {
     int _pad;
     uint64_t acquisitions;     /* written by the holder only (relaxed: read racily by tests) */
     uint64_t contended;        /* acquisitions that had to wait */
-    uint64_t wait_ns;          /* time those waited (slow path only) */
+    uint64_t wait_ticks;       /* time those waited (slow path only; vm_wait_ns()) */
 } __attribute__((aligned(64))) vm_lock_t;
 
 /* The holder's ++ of a counter that others may read without the lock
@@ -73,14 +163,16 @@ static inline void vm_lock_init(vm_lock_t *l)
     l->state = 0;
     l->acquisitions = 0;
     l->contended = 0;
-    l->wait_ns = 0;
+    l->wait_ticks = 0;
 }
 
-/* One attempt; the cheap load first keeps a busy line shared while it is held. */
+/* One attempt: one atomic exchange and no load before it, as the kernel's
+ * queued_spin_lock() fast path (one cmpxchg).  A load first fetches the
+ * line shared and the exchange then fetches it again to own it, when another
+ * CPU took the lock last.  The waits below load until the lock looks free,
+ * so that a waiter does not steal the line from the holder on every pause. */
 static inline int vm_lock_try(vm_lock_t *l)
 {
-    if (__atomic_load_n(&l->state, __ATOMIC_RELAXED))
-        return 0;
     if (__atomic_exchange_n(&l->state, 1, __ATOMIC_ACQUIRE))
         return 0;
     vm_lock_count(&l->acquisitions);
@@ -88,7 +180,7 @@ static inline int vm_lock_try(vm_lock_t *l)
 }
 
 /* The waiting path: never call it while holding the GIL.  t0: when the wait
- * began (vm_clock_ns()), so that a spin before it counts in wait_ns too. */
+ * began (vm_wait_clock()), so that a spin before it counts in wait_ticks too. */
 static inline void vm_lock_wait_since(vm_lock_t *l, uint64_t t0)
 {
     unsigned spins = 0;
@@ -101,12 +193,12 @@ static inline void vm_lock_wait_since(vm_lock_t *l, uint64_t t0)
     }
     vm_lock_count(&l->acquisitions);
     l->contended++;
-    l->wait_ns += vm_clock_ns() - t0;
+    l->wait_ticks += vm_wait_since(t0);
 }
 
 static inline void vm_lock_wait(vm_lock_t *l)
 {
-    vm_lock_wait_since(l, vm_clock_ns());
+    vm_lock_wait_since(l, vm_wait_clock());
 }
 
 /* A short wait for a lock whose holder is running: up to VM_SPIN_ATTACHED
@@ -120,14 +212,14 @@ static inline void vm_lock_wait(vm_lock_t *l)
 
 static inline int vm_lock_spin(vm_lock_t *l, uint64_t *t0)
 {
-    *t0 = vm_clock_ns();
+    *t0 = vm_wait_clock();
     for (unsigned i = 0; i < VM_SPIN_ATTACHED; i++) {
         vm_cpu_relax();
         if (!__atomic_load_n(&l->state, __ATOMIC_RELAXED)
                 && !__atomic_exchange_n(&l->state, 1, __ATOMIC_ACQUIRE)) {
             vm_lock_count(&l->acquisitions);
             l->contended++;
-            l->wait_ns += vm_clock_ns() - *t0;
+            l->wait_ticks += vm_wait_since(*t0);
             return 1;
         }
     }
@@ -176,25 +268,25 @@ typedef struct vm_rwlock {
     unsigned state;            /* VM_RW_WRITER | number of readers */
     unsigned _pad;
     uint64_t read_waits;       /* reader slow paths (atomic add, slow path only) */
-    uint64_t wait_ns;          /* time readers and writers waited (slow paths only) */
+    uint64_t wait_ticks;       /* time readers and writers waited (slow paths only; vm_wait_ns()) */
 } __attribute__((aligned(64))) vm_rwlock_t;
 
 static inline void vm_rwlock_init(vm_rwlock_t *l)
 {
     l->state = 0;
     l->read_waits = 0;
-    l->wait_ns = 0;
+    l->wait_ticks = 0;
 }
 
 /* The reader's slow path (after vm_read_trylock() failed). */
 static inline void vm_read_lock(vm_rwlock_t *l)
 {
     unsigned spins = 0;
-    uint64_t t0 = vm_clock_ns();
+    uint64_t t0 = vm_wait_clock();
     for (;;) {
         unsigned v = __atomic_add_fetch(&l->state, 1, __ATOMIC_ACQUIRE);
         if (!(v & VM_RW_WRITER)) {
-            __atomic_add_fetch(&l->wait_ns, vm_clock_ns() - t0, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&l->wait_ticks, vm_wait_since(t0), __ATOMIC_RELAXED);
             return;
         }
         __atomic_sub_fetch(&l->state, 1, __ATOMIC_RELAXED);
@@ -231,11 +323,11 @@ static inline int vm_write_lock_rw_begin(vm_rwlock_t *l)
 static inline void vm_write_lock_rw_wait(vm_rwlock_t *l)
 {
     unsigned spins = 0;
-    uint64_t t0 = vm_clock_ns();
+    uint64_t t0 = vm_wait_clock();
     while (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) != VM_RW_WRITER) {
         vm_spin_step(&spins);
     }
-    __atomic_add_fetch(&l->wait_ns, vm_clock_ns() - t0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&l->wait_ticks, vm_wait_since(t0), __ATOMIC_RELAXED);
 }
 
 /* Clear only the writer bit: a reader may be between its add and its undo. */

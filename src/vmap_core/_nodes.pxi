@@ -62,15 +62,21 @@ cdef inline va_t* bt_lookup(vnode_t* vn, uint64_t addr) noexcept nogil:
 
 cdef inline va_t* bt_lookup_root(rb_root_t* root, uint64_t addr) noexcept nogil:
     """The descent, branch-free: one well-predicted test (start <= addr <= last,
-    as one unsigned compare), the child picked by index (left and right are
-    adjacent), both children prefetched while this node is compared."""
+    as one unsigned compare), the child picked by a conditional move (both
+    loaded, so the compiler emits cmov: a pick by index, &n.left + (addr >
+    n.start), added a dependent load to every level), both children
+    prefetched while this node is compared."""
     cdef va_t* n = root.node
+    cdef va_t* l
+    cdef va_t* r
     while n != NULL:
-        vm_prefetch(n.left)
-        vm_prefetch(n.right)
+        l = n.left
+        r = n.right
+        vm_prefetch(l)
+        vm_prefetch(r)
         if addr - n.start <= n.last - n.start:
             return n
-        n = (<va_t**>&n.left)[addr > n.start]
+        n = r if addr > n.start else l
     return NULL
 
 
@@ -87,7 +93,8 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
     0 not found, -1 gave up.  The result means something only if the node's
     seq did not move meanwhile; the records it may touch are type-stable."""
     cdef va_t* n = <va_t*>vm_load_ptr(<void**>&vn.root.node)
-    cdef va_t* kids[2]
+    cdef va_t* l
+    cdef va_t* r
     cdef uint64_t st, la
     cdef int depth = 0
     while n != NULL:
@@ -96,15 +103,15 @@ cdef inline int bt_lookup_racy(vnode_t* vn, uint64_t addr, uint64_t* start,
             return -1
         st = vm_load_u64(&n.start)
         la = vm_load_u64(&n.last)
-        kids[0] = <va_t*>vm_load_ptr(<void**>&n.left)
-        kids[1] = <va_t*>vm_load_ptr(<void**>&n.right)
-        vm_prefetch(kids[0])            # a prefetch never faults, even on a stale pointer
-        vm_prefetch(kids[1])
+        l = <va_t*>vm_load_ptr(<void**>&n.left)
+        r = <va_t*>vm_load_ptr(<void**>&n.right)
+        vm_prefetch(l)                  # a prefetch never faults, even on a stale pointer
+        vm_prefetch(r)
         if addr - st <= la - st:        # one predictable test, as bt_lookup_root()
             start[0] = st
             last[0] = la
             return 1
-        n = kids[addr > st]             # the child by index, as bt_lookup_root()
+        n = r if addr > st else l       # a conditional move, as bt_lookup_root()
     return 0
 
 

@@ -10,7 +10,7 @@
 
 
 cdef dict _lock_sum(vm_lock_t* l):
-    return {"acquisitions": l.acquisitions, "contended": l.contended, "wait_ns": l.wait_ns}
+    return {"acquisitions": l.acquisitions, "contended": l.contended, "wait_ns": vm_wait_ns(l.wait_ticks)}
 
 
 def lock_totals(VmapSpace space not None):
@@ -25,32 +25,32 @@ def lock_totals(VmapSpace space not None):
     cdef unsigned k
     cdef vnode_t* vn
     kinds = {"busy": [0, 0, 0], "lazy": [0, 0, 0], "pool": [0, 0, 0]}
-    rw_waits = rw_ns = retries = fallbacks = 0
+    rw_waits = rw_ticks = retries = fallbacks = 0
     for k in range(s.nr_nodes):
         vn = &s.nodes[k]
         kinds["busy"][0] += vn.lock.acquisitions
         kinds["busy"][1] += vn.lock.contended
-        kinds["busy"][2] += vn.lock.wait_ns
+        kinds["busy"][2] += vn.lock.wait_ticks
         kinds["lazy"][0] += vn.lazy_lock.acquisitions
         kinds["lazy"][1] += vn.lazy_lock.contended
-        kinds["lazy"][2] += vn.lazy_lock.wait_ns
+        kinds["lazy"][2] += vn.lazy_lock.wait_ticks
         kinds["pool"][0] += vn.pool_lock.acquisitions
         kinds["pool"][1] += vn.pool_lock.contended
-        kinds["pool"][2] += vn.pool_lock.wait_ns
+        kinds["pool"][2] += vn.pool_lock.wait_ticks
         rw_waits += vn.rw.read_waits
-        rw_ns += vn.rw.wait_ns
+        rw_ticks += vn.rw.wait_ticks
         retries += vn.read_retries
         fallbacks += vn.read_fallbacks
     out = {}
     for name, v in kinds.items():
-        out[name] = {"acquisitions": v[0], "contended": v[1], "wait_ns": v[2]}
+        out[name] = {"acquisitions": v[0], "contended": v[1], "wait_ns": vm_wait_ns(v[2])}
     out["free"] = _lock_sum(&s.locks[0])
     out["global"] = _lock_sum(&s.locks[1])
     out["purge"] = _lock_sum(&s.locks[2])
-    out["rwlock"] = {"read_waits": rw_waits, "wait_ns": rw_ns}
+    out["rwlock"] = {"read_waits": rw_waits, "wait_ns": vm_wait_ns(rw_ticks)}
     out["optimistic"] = {"retries": retries, "fallbacks": fallbacks}
     contended = rw_waits
-    wait_ns = rw_ns
+    wait_ns = out["rwlock"]["wait_ns"]
     for name in ("busy", "lazy", "pool", "free", "global", "purge"):
         contended += out[name]["contended"]
         wait_ns += out[name]["wait_ns"]

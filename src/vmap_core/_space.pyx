@@ -49,6 +49,8 @@ include "_snapshot.pxi"
 include "_compact.pxi"
 include "_native.pxi"
 
+vm_wait_clock_init()        # before any lock can be contended: the wait statistics' clock
+
 cdef extern from "_locks.h" nogil:
     void vm_word_lock(int* w)
     void vm_word_unlock(int* w)

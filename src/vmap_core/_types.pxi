@@ -6,7 +6,7 @@ cdef extern from "_locks.h" nogil:
     ctypedef struct vm_lock_t:
         uint64_t acquisitions
         uint64_t contended
-        uint64_t wait_ns
+        uint64_t wait_ticks
     void vm_lock_init(vm_lock_t* l)
     bint vm_lock_try(vm_lock_t* l)
     void vm_lock_wait(vm_lock_t* l)
@@ -16,7 +16,7 @@ cdef extern from "_locks.h" nogil:
     ctypedef struct vm_rwlock_t:
         unsigned state
         uint64_t read_waits
-        uint64_t wait_ns
+        uint64_t wait_ticks
     void vm_rwlock_init(vm_rwlock_t* l)
     bint vm_read_trylock(vm_rwlock_t* l)
     void vm_read_lock(vm_rwlock_t* l)
@@ -29,6 +29,8 @@ cdef extern from "_locks.h" nogil:
     void vm_write_seqbegin(unsigned* seq)
     void vm_write_seqend(unsigned* seq)
     void vm_atomic_inc(uint64_t* p)
+    void vm_wait_clock_init()
+    uint64_t vm_wait_ns(uint64_t ticks)
 
 cdef extern from "_locks.h" nogil:
     bint vm_pause_armed(int site)
@@ -188,7 +190,7 @@ cdef inline void lock_acquire(vm_lock_t* l) noexcept nogil:
     if vm_in_nogil():
         vm_lock_wait(l)
     elif not vm_lock_spin(l, &t0):
-        lock_wait_gil(l, t0)        # the spin's time counts in wait_ns
+        lock_wait_gil(l, t0)        # the spin's time counts in wait_ticks
 
 
 cdef inline vm_lock_t* node_lock(space_t* s, vnode_t* vn) noexcept nogil:
