@@ -54,11 +54,11 @@ static inline uint64_t vm_clock_ns(void)
  * when read (vm_wait_ns(): the TSC's rate measured once against
  * CLOCK_MONOTONIC).  Elsewhere a tick is a nanosecond of clock_gettime().
  */
+#if defined(__x86_64__)
 static int vm_tsc_usable;              /* fixed by vm_wait_clock_init(), before any lock is used */
 static uint64_t vm_tsc0, vm_ns0;       /* a (TSC, CLOCK_MONOTONIC) pair read at init */
 static uint64_t vm_tsc_scale_bits;     /* ns per tick, a double's bits; 0 until measured */
 
-#if defined(__x86_64__)
 /* A (TSC, ns) pair read close together: retried if something (an interrupt,
  * a preemption) came between the two clock reads around the rdtsc. */
 static void vm_tsc_pair(uint64_t *tsc, uint64_t *ns)
