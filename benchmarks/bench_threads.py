@@ -18,8 +18,9 @@ Rows:
   find (GIL dropped)   VmapSpace._find_released, the lookup between a release
                        and a retake of the GIL (what find() avoids)
 
-Then the lock statistics of find() from 1, 2 and 4 threads in "global" mode
-(one lock: contention rises with threads) and in "node" mode.
+Then the lock statistics of find_many() and find() from 1, 2 and 4 threads in
+"global" mode (one lock: contention rises with threads) and in "node" mode:
+acquisitions, the share contended, and the mean wait of a contended one.
 
     python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--nodes N]
                                        [--json PATH]
@@ -47,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vmap_core import VmapSpace
+from vmap_core._space import lock_totals
 
 P = 4096
 LOCKS = ("global", "node", "rwlock", "optimistic")
@@ -125,17 +127,18 @@ def workloads(space, qs, short):
     }
 
 
-def lock_stats(space, qs, nthreads: int) -> tuple[int, int]:
-    """(acquisitions, contended) of every lock of space while nthreads
-    threads run find_many() over qs (lookups back to back, so that a lock is
-    held for much of the time, as in the kernel's hot paths)."""
-    before = space.stats()
-    in_threads(nthreads, lambda i: (space.find_many, array.array("Q", qs)),
-               lambda st: st[0](st[1]))
-    after = space.stats()
-    acq = sum(after["lock_acquisitions"].values()) - sum(before["lock_acquisitions"].values())
-    cont = sum(after["lock_contended"].values()) - sum(before["lock_contended"].values())
-    return acq, cont
+def lock_stats(space, qs, short, call: str, nthreads: int) -> tuple[int, int, int]:
+    """(acquisitions, contended, ns waited) of the busy locks of space (the
+    one lock in "global" mode) while nthreads threads run call: find_many()
+    over qs (lookups back to back, so that a lock is held for much of the
+    time, as in the kernel's hot paths), or find() over each thread's own
+    slice of the addresses, as in the table above."""
+    setup, body, _ = workloads(space, qs, short)[call]
+    kind = "global" if space.lock == "global" else "busy"
+    before = lock_totals(space)[kind]
+    in_threads(nthreads, setup, body)
+    after = lock_totals(space)[kind]
+    return tuple(after[k] - before[k] for k in ("acquisitions", "contended", "wait_ns"))
 
 
 def build_info() -> str:
@@ -209,18 +212,22 @@ def main() -> None:
     console.print(table)
 
     contention = []
-    stats_table = Table("lock", "threads", "lock acquisitions", "contended", "contended %",
-                        title="find_many(): lock statistics (stats() before and after)")
-    for lock in ("global", "node"):
-        if lock not in spaces:
-            continue
-        space, qs = spaces[lock]
-        for nt in (1, 2, 4):
-            acq, cont = lock_stats(space, qs, nt)
-            contention.append({"lock": lock, "threads": nt, "acquisitions": acq,
-                               "contended": cont})
-            stats_table.add_row(lock, str(nt), str(acq), str(cont),
-                                f"{100 * cont / acq:.2f}" if acq else "-")
+    stats_table = Table("call", "lock", "threads", "lock acquisitions", "contended", "contended %",
+                        "ns waited per contended",
+                        title="Lock statistics of the busy locks (lock_totals() before and after)")
+    for call in ("find_many", "find"):
+        for lock in ("global", "node"):
+            if lock not in spaces:
+                continue
+            space, qs = spaces[lock]
+            short = qs[:args.finds].tolist()
+            for nt in (1, 2, 4):
+                acq, cont, wait = lock_stats(space, qs, short, call, nt)
+                contention.append({"call": call, "lock": lock, "threads": nt, "acquisitions": acq,
+                                   "contended": cont, "wait_ns": wait})
+                stats_table.add_row(call, lock, str(nt), str(acq), str(cont),
+                                    f"{100 * cont / acq:.2f}" if acq else "-",
+                                    f"{wait / cont:.0f}" if cont else "-")
     console.print(stats_table)
 
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
