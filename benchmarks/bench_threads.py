@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vmap_core import VmapSpace
-from vmap_core._space import lock_totals
+from vmap_core._space import line_transfer_ns, lock_totals
 
 P = 4096
 LOCKS = ("global", "node", "rwlock", "optimistic")
@@ -168,7 +168,9 @@ def main() -> None:
     times: dict[tuple, list[float]] = {}
     cpus: dict[tuple, list[float]] = {}
     busy: dict[tuple, list[float]] = {}     # CPU time / wall time: the CPUs really had
+    handoffs = []                       # the machine's cache-line handoff, once per round
     for _ in range(args.rounds):        # interleaved: every cell once per round
+        handoffs.append(line_transfer_ns(50_000))
         for lock, (space, qs) in spaces.items():
             short = qs[:args.finds].tolist()
             for call, (setup, body, ops) in workloads(space, qs, short).items():
@@ -186,7 +188,9 @@ def main() -> None:
                   f"contention; a shared machine's other load does not enter it); CPUs had: "
                   f"CPU time / wall time of the {n}-thread run with the best time (at most "
                   f"{n}: what the machine gave; the speedup cannot exceed it); spread: the "
-                  f"per-round ratios, min-max")
+                  f"per-round ratios, min-max.  A cache line passed between two threads took "
+                  f"{min(handoffs):.0f}-{max(handoffs):.0f} ns (measured at the start of each round): "
+                  f"what a lock taken last by the other CPU costs before its holder can start")
     table = Table("call", "lock", "ns/op 1 thr", f"ns/op {n} thr", "speedup", "spread",
                   "CPUs had", "CPU/op ratio", "spread ")
     rows = []
@@ -233,6 +237,7 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"python": build_info(), "areas": args.areas, "nodes": args.nodes, "rounds": args.rounds,
+                   "line_transfer_ns": handoffs,
                    "results": rows, "contention": contention}, f, indent=1)
     console.print(f"wrote {args.json}")
 

@@ -96,3 +96,20 @@ def test_usercopy_run_rejects_bad_arguments(kwargs):
     args.update(kwargs)
     with pytest.raises(ValueError):
         _space.usercopy_run(args.pop("mode"), args.pop("threads"), **args)
+
+
+def test_line_transfer_ns_measures_a_handoff():
+    """Two threads pass a turn back and forth, each side waiting for the
+    other: the mean is a plausible time for one handoff, more than a loop
+    that does not wait would take (a store, about a nanosecond) and less than
+    10 ms, which a machine with one CPU stays under by yielding."""
+    ns = _space.line_transfer_ns(2000)
+    assert isinstance(ns, float)
+    assert 2 < ns < 1e7
+
+
+@pytest.mark.parametrize("rounds, exc", [(0, ValueError), (10**9 + 1, ValueError), (-5, ValueError),
+                                          (1.5, TypeError), ("10", TypeError)])
+def test_line_transfer_ns_rejects_bad_rounds(rounds, exc):
+    with pytest.raises(exc):
+        _space.line_transfer_ns(rounds)

@@ -434,3 +434,69 @@ def _lock_delta(after, before):
             out[k] = _lock_delta(v, before[k])
         return out
     return after - before
+
+
+# -- the machine: how long a cache line takes to move between two CPUs ----------
+
+ctypedef struct handoff_t:
+    int turn            # the thread whose turn it is: 0 or 1
+    int _pad[15]
+
+
+cdef void handoff_loop(handoff_t* h, int me, uint64_t rounds) noexcept nogil:
+    """One side of line_transfer_ns(): wait for my turn (a plain load spin,
+    no pause, so that the measure is the line's trip), then pass it on.  A
+    yield after a long spin keeps a machine with one CPU moving."""
+    cdef uint64_t i
+    cdef unsigned spins
+    for i in range(rounds):
+        spins = 0
+        while vm_load_int(&h.turn) != me:
+            spins += 1
+            if spins >= 1 << 16:
+                spins = 0
+                sched_yield()
+        vm_store_int(&h.turn, 1 - me)
+
+
+cdef class _Handoff:
+    cdef handoff_t* h
+
+    def __cinit__(self):
+        self.h = <handoff_t*>vm_aligned_calloc(1, sizeof(handoff_t))
+        if self.h == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.h)
+
+    def side(self, int me, uint64_t rounds):
+        with nogil:
+            handoff_loop(self.h, me, rounds)
+
+
+def line_transfer_ns(rounds=100_000):
+    """The mean time, in ns, for one 64-byte cache line to go from one thread's
+    CPU to another's and be read there: two threads without the GIL pass a
+    turn back and forth through one word, ``rounds`` times each way (half a
+    round trip, as a ping-pong measures it).  This is what a spinlock taken
+    last by another CPU costs before its holder can even start, so it sets
+    how much a per-node lock loses when two CPUs share a node.  It varies
+    with where the two threads run: on one core's two hyperthreads, two
+    cores of one cache, or two sockets (or, in a VM, wherever the host puts
+    the virtual CPUs at that moment).  Needs two CPUs to mean anything; on a
+    GIL build it still runs without the GIL.
+
+    Raises:
+        TypeError: rounds is not an integer.
+        ValueError: rounds is not in [1, 10**9].
+    """
+    cdef uint64_t n = _bounded(rounds, "rounds", 1, 10**9)
+    cdef _Handoff ho = _Handoff()
+    t = threading.Thread(target=ho.side, args=(1, n), daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    ho.side(0, n)
+    elapsed = time.perf_counter() - t0
+    t.join()
+    return elapsed * 1e9 / (2 * n)

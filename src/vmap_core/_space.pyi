@@ -152,6 +152,7 @@ TEST_VMALLOC_MAX_CPUS: int
 MAX_COUNT_LOOKUPS: int
 
 def lock_totals(space: VmapSpace) -> dict[str, Any]: ...
+def line_transfer_ns(rounds: int = ...) -> float: ...
 def test_vmalloc_native(
     space: VmapSpace,
     orders: Sequence[Sequence[int]],
