@@ -11,10 +11,18 @@ its hit count checked against the ground truth before timing):
 * sequential: one query per live area, in address order (a scan);
 * misses: addresses in holes only.
 
+The same four sets are then drawn on a second workload, the kernel's mix: N
+live areas with the sizes of a real vmallocinfo dump (tests/data/vmallocinfo-
+before.txt, bench_aligned.py's mix: thread and IRQ stacks 20 KiB at 16 KiB
+alignment, the rest page-aligned, up to MiBs), allocated lowest fit through
+vmap_core, 20 % freed at random.
+
 Peers: vmap_core (lock "node", nr_nodes=2), sortedcontainers (bisect on a
-SortedList, bench_ops.py's allocator), superintervals (static, 32-bit keys: page
-numbers), intervaltree (1/50 of the queries: ~50x slower); every one in the
-same loop, ``for a in qs: f(a)``.  Then, for vmap_core only:
+SortedList, bench_ops.py's allocator; on the kernel's mix, which it cannot
+allocate (alignment), the same index built from the busy set), superintervals
+(static, 32-bit keys: page numbers), intervaltree (1/50 of the queries: ~50x
+slower); every one in the same loop, ``for a in qs: f(a)``.  Then, for
+vmap_core only, on bench_ops.py's workload:
 
 * misses at nr_nodes = 2 and 128, lock designs "node", "optimistic", "rwlock":
   the kernel's walk (a miss visits every node) and the bounded walk
@@ -45,15 +53,21 @@ import bench_ops as B  # noqa: E402
 LOCKS = ("node", "global", "rwlock", "optimistic")
 
 
-def query_sets(wl, rng, n_queries):
-    live = list(zip(wl.live_starts, wl.live_ends))
-    hot = rng.sample(live, max(1, len(live) // 100))
+def holes_of(live):
+    """The free gaps between address-ordered (start, end) pairs."""
     holes = []
     prev = B.SPACE_START
     for s, e in live:
         if s > prev:
             holes.append((prev, s))
         prev = e
+    return holes
+
+
+def query_sets(wl, rng, n_queries):
+    live = list(zip(wl.live_starts, wl.live_ends))
+    hot = rng.sample(live, max(1, len(live) // 100))
+    holes = holes_of(live)
     return {
         "uniform": wl.queries[:n_queries],
         "hot": [s + rng.randrange(e - s) for s, e in (rng.choice(hot) for _ in range(n_queries))],
@@ -78,6 +92,98 @@ def build_space(VmapSpace, wl, **kw):
     return space
 
 
+class KernelMix:
+    """N live areas drawn from a real vmallocinfo dump's (size, align) mix,
+    allocated lowest fit in a vmap_core space (lock "node", nr_nodes=2, the
+    space the find table times), then a random 20 % freed; uniform queries as
+    bench_ops.py's (90 % at random offsets in live areas, 10 % in holes).  The
+    busy set is what alloc() returned, kept apart from find()."""
+
+    def __init__(self, VmapSpace, n, seed, n_queries):
+        import bench_aligned            # after B.import_vmap_core() chose the build
+        rng = random.Random(f"vmap-lookup-mix-{seed}-{n}")
+        mix = bench_aligned.load_mix()
+        m = int(round(n / (1 - B.FREED_FRACTION)))
+        self.space = VmapSpace(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE, nr_nodes=2,
+                               lock="node")
+        alloc = self.space.alloc
+        areas = []
+        for _ in range(m):
+            size, align = rng.choice(mix)
+            areas.append((alloc(size, align), size))
+        rng.shuffle(areas)
+        for a, _ in areas[n:]:
+            self.space.free(a)
+        live = sorted(areas[:n])
+        self.live_starts = array("Q", (a for a, _ in live))
+        self.live_ends = array("Q", (a + size for a, size in live))
+        holes = holes_of(zip(self.live_starts, self.live_ends))
+        qs = []
+        for _ in range(n_queries):
+            if rng.random() < B.HOLE_QUERY_FRACTION:
+                s, e = holes[rng.randrange(len(holes))]
+            else:
+                s, size = live[rng.randrange(n)]
+                e = s + size
+            qs.append(s + rng.randrange(e - s))
+        self.queries = qs
+
+
+def static_peers(wl, slow_find_factor):
+    """The peers built from a busy set: superintervals and intervaltree."""
+    peers = {}
+    si = B.optional("superintervals")
+    if si is not None:
+        im = si.IntervalMap.from_arrays(array("i", (s >> B.PAGE_SHIFT for s in wl.live_starts)),
+                                        array("i", ((e >> B.PAGE_SHIFT) - 1 for e in wl.live_ends)))
+        has = im.has_overlaps
+
+        def si_find(a):
+            p = a >> B.PAGE_SHIFT
+            return has(p, p)
+        peers["superintervals"] = (si_find, bool, 1)
+    it = B.optional("intervaltree")
+    if it is not None:
+        tree = it.IntervalTree(it.Interval(s, e) for s, e in zip(wl.live_starts, wl.live_ends))
+        peers["intervaltree"] = (tree.at, bool, slow_find_factor)
+    return peers
+
+
+def find_table(title, wl, peers, sets, rounds):
+    """Check every peer's hits on every set, time them in interleaved rounds,
+    print the table; returns {peer: {set: {ns, spread, ratio}}}."""
+    for name, (f, hit, factor) in peers.items():
+        for sname, qs in sets.items():
+            qs = qs[:max(1, len(qs) // factor)]
+            got = sum(1 for a in qs if hit(f(a)))
+            want = truth(wl, qs)
+            if got != want:
+                raise AssertionError(f"{title}, {name} {sname}: {got} hits, expected {want}")
+    times = {(p, s): [] for p in peers for s in sets}
+    gc.disable()
+    for r in range(rounds):
+        names = list(peers)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for sname, qs in sets.items():
+            for name in names:
+                f, _, factor = peers[name]
+                q = qs[:max(1, len(qs) // factor)]
+                times[name, sname].append(B.time_find(f, q) / len(q))
+    gc.enable()
+    out = {}
+    print(f"\nfind, {title}: ns per call (ratio = peer / vmap_core; spread)")
+    print(f"{'peer':18}" + "".join(f"{s:>26}" for s in sets))
+    for name in peers:
+        row = f"{name:18}"
+        for sname in sets:
+            b, sp = best_spread(times[name, sname])
+            ratio = b / best_spread(times["vmap_core", sname])[0]
+            row += f"{b:12.0f} {ratio:6.2f}x ±{sp - 1:5.0%}"
+            out.setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio}
+        print(row)
+    return out
+
+
 def best_spread(xs):
     return min(xs), max(xs) / min(xs)
 
@@ -91,6 +197,8 @@ def main(argv=None):
                     help="intervaltree times queries/this [50]")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "bench_lookup.json")
+    ap.add_argument("--no-kernel-mix", dest="kernel_mix", action="store_false",
+                    help="skip the find table on the kernel's size mix")
     ap.add_argument("--quick", action="store_true", help="N = 1e4, 20000 queries, 2 rounds")
     args = ap.parse_args(argv)
     if args.quick:
@@ -106,7 +214,7 @@ def main(argv=None):
     print(f"N = {n:,} live areas; {args.queries:,} queries per set; best of {args.rounds} "
           f"interleaved rounds (spread = worst / best); vmap_core from {where}")
 
-    # -- find: every peer, every set -------------------------------------------
+    # -- find: every peer, every set, on each workload ---------------------------
     peers = {}
     space = build_space(VmapSpace, wl, nr_nodes=2, lock="node")
     peers["vmap_core"] = (space.find, lambda r: r is not None, 1)
@@ -115,53 +223,30 @@ def main(argv=None):
         SA = B.make_sorted_allocator_class(sc.SortedList)
         sa = build_space(lambda start, end: SA(start, end), wl)
         peers["sortedcontainers"] = (sa.make_find(), lambda r: r is not None, 1)
-    si = B.optional("superintervals")
-    if si is not None:
-        im = si.IntervalMap.from_arrays(array("i", (s >> B.PAGE_SHIFT for s in wl.live_starts)),
-                                        array("i", ((e >> B.PAGE_SHIFT) - 1 for e in wl.live_ends)))
-        has = im.has_overlaps
-
-        def si_find(a):
-            p = a >> B.PAGE_SHIFT
-            return has(p, p)
-        peers["superintervals"] = (si_find, bool, 1)
-    it = B.optional("intervaltree")
-    if it is not None:
-        tree = it.IntervalTree(it.Interval(s, e) for s, e in zip(wl.live_starts, wl.live_ends))
-        peers["intervaltree"] = (tree.at, bool, args.slow_find_factor)
+    peers.update(static_peers(wl, args.slow_find_factor))
     missing = [p for p in ("sortedcontainers", "superintervals", "intervaltree") if p not in peers]
     if missing:
         print(f"skipped (not installed; pip install .[bench]): {', '.join(missing)}")
-    for name, (f, hit, factor) in peers.items():
-        for sname, qs in sets.items():
-            qs = qs[:max(1, len(qs) // factor)]
-            got = sum(1 for a in qs if hit(f(a)))
-            want = truth(wl, qs)
-            if got != want:
-                raise AssertionError(f"{name} {sname}: {got} hits, expected {want}")
-    times = {(p, s): [] for p in peers for s in sets}
-    gc.disable()
-    for r in range(args.rounds):
-        names = list(peers)
-        names = names[r % len(names):] + names[:r % len(names)]
-        for sname, qs in sets.items():
-            for name in names:
-                f, _, factor = peers[name]
-                q = qs[:max(1, len(qs) // factor)]
-                times[name, sname].append(B.time_find(f, q) / len(q))
-    gc.enable()
-    result = {"n": n, "queries": args.queries, "rounds": args.rounds, "find": {}}
-    print(f"\nfind, ns per call (ratio = peer / vmap_core; spread)")
-    print(f"{'peer':18}" + "".join(f"{s:>26}" for s in sets))
-    for name in peers:
-        row = f"{name:18}"
-        for sname in sets:
-            b, sp = best_spread(times[name, sname])
-            ratio = b / best_spread(times["vmap_core", sname])[0]
-            row += f"{b:12.0f} {ratio:6.2f}x ±{sp - 1:5.0%}"
-            result["find"].setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio}
-        print(row)
+    result = {"n": n, "queries": args.queries, "rounds": args.rounds}
+    result["find"] = find_table("bench_ops.py's workload (1..16 pages)", wl, peers, sets,
+                                args.rounds)
     peers.clear()
+    if args.kernel_mix:
+        km = KernelMix(VmapSpace, n, args.seed, args.queries)
+        peers["vmap_core"] = (km.space.find, lambda r: r is not None, 1)
+        if sc is not None:
+            sa = SA(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE)
+            for s_, e_ in zip(km.live_starts, km.live_ends):    # its index only
+                sa.busy[s_] = e_
+            sa.busy_starts.update(km.live_starts)
+            peers["sortedcontainers"] = (sa.make_find(), lambda r: r is not None, 1)
+        peers.update(static_peers(km, args.slow_find_factor))
+        ksets = query_sets(km, random.Random(args.seed), args.queries)
+        result["find_kernel_mix"] = find_table(
+            "the kernel's mix (a vmallocinfo dump's sizes, stacks 16 KiB-aligned)",
+            km, peers, ksets, args.rounds)
+        peers.clear()
+        del km
 
     # -- misses: the kernel walk and the bounded walk --------------------------
     walks = {}
