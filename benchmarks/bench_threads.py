@@ -20,7 +20,10 @@ Rows:
 
 Then the lock statistics of find_many() and find() from 1, 2 and 4 threads in
 "global" mode (one lock: contention rises with threads) and in "node" mode:
-acquisitions, the share contended, and the mean wait of a contended one.
+acquisitions, the share contended, and the mean wait of a contended one, over
+--rounds interleaved passes (with the passes' spread, and how much of a pass
+the threads ran together: a pass whose threads did not overlap, one of them
+descheduled, shows no contention).
 
     python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--nodes N]
                                        [--json PATH]
@@ -63,11 +66,12 @@ def build(lock: str, n: int, nodes: int, seed: int = 1):
     return space, qs
 
 
-def in_threads(nthreads: int, setup, body) -> tuple[float, float]:
-    """(wall time, CPU time summed over the threads) of body(setup(i)) on
-    nthreads threads at once.  setup (each thread's own objects) runs before
-    the clock starts; each thread reads the clocks itself, so that a main
-    thread descheduled on a busy machine cannot miss the start."""
+def in_threads(nthreads: int, setup, body) -> tuple[float, float, float]:
+    """(wall time, CPU time summed over the threads, share of the wall time
+    during which every thread was running) of body(setup(i)) on nthreads
+    threads at once.  setup (each thread's own objects) runs before the clock
+    starts; each thread reads the clocks itself, so that a main thread
+    descheduled on a busy machine cannot miss the start."""
     barrier = threading.Barrier(nthreads)
     errors = []
     spans = []
@@ -92,7 +96,8 @@ def in_threads(nthreads: int, setup, body) -> tuple[float, float]:
     if errors:
         raise errors[0]
     wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
-    return wall, sum(cpu for _, _, cpu in spans)
+    together = min(end for _, end, _ in spans) - max(start for start, _, _ in spans)
+    return wall, sum(cpu for _, _, cpu in spans), max(0.0, together) / wall if wall else 1.0
 
 
 def own_ints(qs) -> list[int]:
@@ -127,18 +132,22 @@ def workloads(space, qs, short):
     }
 
 
-def lock_stats(space, qs, short, call: str, nthreads: int) -> tuple[int, int, int]:
-    """(acquisitions, contended, ns waited) of the busy locks of space (the
-    one lock in "global" mode) while nthreads threads run call: find_many()
-    over qs (lookups back to back, so that a lock is held for much of the
-    time, as in the kernel's hot paths), or find() over each thread's own
-    slice of the addresses, as in the table above."""
+def lock_stats(space, qs, short, call: str, nthreads: int) -> dict:
+    """acquisitions, contended, wait_ns of the busy locks of space (the one
+    lock in "global" mode) while nthreads threads run call: find_many() over
+    qs (lookups back to back, so that a lock is held for much of the time, as
+    in the kernel's hot paths), or find() over each thread's own slice of the
+    addresses, as in the table above; and together, the share of the pass
+    during which every thread ran (a thread descheduled for the length of a
+    pass sees no contention)."""
     setup, body, _ = workloads(space, qs, short)[call]
     kind = "global" if space.lock == "global" else "busy"
     before = lock_totals(space)[kind]
-    in_threads(nthreads, setup, body)
+    _, _, together = in_threads(nthreads, setup, body)
     after = lock_totals(space)[kind]
-    return tuple(after[k] - before[k] for k in ("acquisitions", "contended", "wait_ns"))
+    out = {k: after[k] - before[k] for k in ("acquisitions", "contended", "wait_ns")}
+    out["together"] = together
+    return out
 
 
 def build_info() -> str:
@@ -175,7 +184,7 @@ def main() -> None:
             short = qs[:args.finds].tolist()
             for call, (setup, body, ops) in workloads(space, qs, short).items():
                 for nt in nts:
-                    wall, cpu = in_threads(nt, setup, body)
+                    wall, cpu, _ = in_threads(nt, setup, body)
                     times.setdefault((call, lock, nt), []).append(wall / (nt * ops))
                     cpus.setdefault((call, lock, nt), []).append(cpu / (nt * ops))
                     busy.setdefault((call, lock, nt), []).append(cpu / wall)
@@ -216,22 +225,30 @@ def main() -> None:
     console.print(table)
 
     contention = []
-    stats_table = Table("call", "lock", "threads", "lock acquisitions", "contended", "contended %",
-                        "ns waited per contended",
-                        title="Lock statistics of the busy locks (lock_totals() before and after)")
-    for call in ("find_many", "find"):
-        for lock in ("global", "node"):
-            if lock not in spaces:
-                continue
+    stats_table = Table("call", "lock", "threads", "lock acquisitions", "contended %",
+                        "spread", "ns waited per contended", "all threads in flight",
+                        title=f"Lock statistics of the busy locks (lock_totals() before and after "
+                              f"each pass; {args.rounds} passes, interleaved; spread: the passes' "
+                              f"contended %, min-max)")
+    cells = [(call, lock, nt) for call in ("find_many", "find") for lock in ("global", "node")
+             if lock in spaces for nt in (1, 2, 4)]
+    passes: dict[tuple, list[dict]] = {c: [] for c in cells}
+    for _ in range(args.rounds):
+        for call, lock, nt in cells:
             space, qs = spaces[lock]
-            short = qs[:args.finds].tolist()
-            for nt in (1, 2, 4):
-                acq, cont, wait = lock_stats(space, qs, short, call, nt)
-                contention.append({"call": call, "lock": lock, "threads": nt, "acquisitions": acq,
-                                   "contended": cont, "wait_ns": wait})
-                stats_table.add_row(call, lock, str(nt), str(acq), str(cont),
-                                    f"{100 * cont / acq:.2f}" if acq else "-",
-                                    f"{wait / cont:.0f}" if cont else "-")
+            passes[call, lock, nt].append(lock_stats(space, qs, qs[:args.finds].tolist(), call, nt))
+    for call, lock, nt in cells:
+        ps = passes[call, lock, nt]
+        acq, cont, wait = (sum(p[k] for p in ps) for k in ("acquisitions", "contended", "wait_ns"))
+        shares = [100 * p["contended"] / p["acquisitions"] for p in ps if p["acquisitions"]]
+        together = sorted(p["together"] for p in ps)[len(ps) // 2]
+        contention.append({"call": call, "lock": lock, "threads": nt, "acquisitions": acq,
+                           "contended": cont, "wait_ns": wait, "passes": ps})
+        stats_table.add_row(call, lock, str(nt), str(acq),
+                            f"{100 * cont / acq:.2f}" if acq else "-",
+                            f"{min(shares):.2f}-{max(shares):.2f}" if shares else "-",
+                            f"{wait / cont:.0f}" if cont else "-",
+                            "-" if nt == 1 else f"{100 * together:.0f}%")
     console.print(stats_table)
 
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
