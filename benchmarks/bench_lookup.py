@@ -17,7 +17,11 @@ before.txt, bench_aligned.py's mix: thread and IRQ stacks 20 KiB at 16 KiB
 alignment, the rest page-aligned, up to MiBs), allocated lowest fit through
 vmap_core, 20 % freed at random.
 
-Peers: vmap_core (lock "node", nr_nodes=2), sortedcontainers (bisect on a
+Peers: vmap_core (lock "node", nr_nodes=2: the kernel's per-CPU nodes of a
+2-CPU machine, whose lookups walk to the next node when an area crosses into
+another node's zone), "vmap_core 1 node" (the configuration the range
+tutorial gives an index: no walk; the ratios stay against 2 nodes),
+sortedcontainers (bisect on a
 SortedList, bench_ops.py's allocator; on the kernel's mix, which it cannot
 allocate (alignment), the same index built from the busy set), superintervals
 (static, 32-bit keys: page numbers), intervaltree (1/50 of the queries: ~50x
@@ -94,27 +98,25 @@ def build_space(VmapSpace, wl, **kw):
 
 class KernelMix:
     """N live areas drawn from a real vmallocinfo dump's (size, align) mix,
-    allocated lowest fit in a vmap_core space (lock "node", nr_nodes=2, the
-    space the find table times), then a random 20 % freed; uniform queries as
-    bench_ops.py's (90 % at random offsets in live areas, 10 % in holes).  The
-    busy set is what alloc() returned, kept apart from find()."""
+    allocated lowest fit in a vmap_core space, then a random 20 % freed;
+    uniform queries as bench_ops.py's (90 % at random offsets in live areas,
+    10 % in holes).  The busy set is what alloc() returned, kept apart from
+    find(); build() replays the same allocs and frees into a new space."""
 
     def __init__(self, VmapSpace, n, seed, n_queries):
         import bench_aligned            # after B.import_vmap_core() chose the build
         rng = random.Random(f"vmap-lookup-mix-{seed}-{n}")
         mix = bench_aligned.load_mix()
         m = int(round(n / (1 - B.FREED_FRACTION)))
-        self.space = VmapSpace(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE, nr_nodes=2,
-                               lock="node")
-        alloc = self.space.alloc
-        areas = []
-        for _ in range(m):
-            size, align = rng.choice(mix)
-            areas.append((alloc(size, align), size))
-        rng.shuffle(areas)
-        for a, _ in areas[n:]:
-            self.space.free(a)
-        live = sorted(areas[:n])
+        self.VmapSpace = VmapSpace
+        self.requests = [rng.choice(mix) for _ in range(m)]
+        self.free_order = rng.sample(range(m), m - n)
+        space = VmapSpace(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE, nr_nodes=2, lock="node")
+        self.starts = [space.alloc(size, align) for size, align in self.requests]
+        for i in self.free_order:
+            space.free(self.starts[i])
+        freed = set(self.free_order)
+        live = sorted((self.starts[i], self.requests[i][0]) for i in range(m) if i not in freed)
         self.live_starts = array("Q", (a for a, _ in live))
         self.live_ends = array("Q", (a + size for a, size in live))
         holes = holes_of(zip(self.live_starts, self.live_ends))
@@ -127,6 +129,18 @@ class KernelMix:
                 e = s + size
             qs.append(s + rng.randrange(e - s))
         self.queries = qs
+
+    def build(self, **kw):
+        """A new space with these allocs and frees; every address checked."""
+        space = self.VmapSpace(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE, **kw)
+        alloc = space.alloc
+        for (size, align), want in zip(self.requests, self.starts):
+            got = alloc(size, align)
+            if got != want:
+                raise AssertionError(f"alloc({size}, {align}) = {got:#x}, expected {want:#x}")
+        for i in self.free_order:
+            space.free(self.starts[i])
+        return space
 
 
 def static_peers(wl, slow_find_factor):
@@ -181,6 +195,11 @@ def find_table(title, wl, peers, sets, rounds):
             row += f"{b:12.0f} {ratio:6.2f}x ±{sp - 1:5.0%}"
             out.setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio}
         print(row)
+    one = "vmap_core 1 node"
+    if one in out:
+        print(f"ratios against {one} ({', '.join(sets)}): " + "; ".join(
+            f"{name} " + " ".join(f"{out[name][s]['ns'] / out[one][s]['ns']:.2f}x" for s in sets)
+            for name in peers if not name.startswith("vmap_core")))
     return out
 
 
@@ -216,8 +235,9 @@ def main(argv=None):
 
     # -- find: every peer, every set, on each workload ---------------------------
     peers = {}
-    space = build_space(VmapSpace, wl, nr_nodes=2, lock="node")
-    peers["vmap_core"] = (space.find, lambda r: r is not None, 1)
+    for name, nodes in (("vmap_core", 2), ("vmap_core 1 node", 1)):
+        space = build_space(VmapSpace, wl, nr_nodes=nodes, lock="node")
+        peers[name] = (space.find, lambda r: r is not None, 1)
     sc = B.optional("sortedcontainers")
     if sc is not None:
         SA = B.make_sorted_allocator_class(sc.SortedList)
@@ -233,7 +253,8 @@ def main(argv=None):
     peers.clear()
     if args.kernel_mix:
         km = KernelMix(VmapSpace, n, args.seed, args.queries)
-        peers["vmap_core"] = (km.space.find, lambda r: r is not None, 1)
+        for name, nodes in (("vmap_core", 2), ("vmap_core 1 node", 1)):
+            peers[name] = (km.build(nr_nodes=nodes, lock="node").find, lambda r: r is not None, 1)
         if sc is not None:
             sa = SA(B.SPACE_START, B.SPACE_START + B.SPACE_SIZE)
             for s_, e_ in zip(km.live_starts, km.live_ends):    # its index only
