@@ -21,9 +21,9 @@ Rows:
 Then the lock statistics of find_many() and find() from 1, 2 and 4 threads in
 "global" mode (one lock: contention rises with threads) and in "node" mode:
 acquisitions, the share contended, and the mean wait of a contended one, over
---rounds interleaved passes (with the passes' spread, and how much of a pass
-the threads ran together: a pass whose threads did not overlap, one of them
-descheduled, shows no contention).
+--rounds interleaved passes (with the passes' spread, and the median share of
+a pass during which every thread was in flight: a pass whose threads did not
+overlap, one of them descheduled, shows no contention).
 
     python benchmarks/bench_threads.py [--areas N] [--rounds R] [--threads N] [--nodes N]
                                        [--json PATH]
@@ -68,7 +68,8 @@ def build(lock: str, n: int, nodes: int, seed: int = 1):
 
 def in_threads(nthreads: int, setup, body) -> tuple[float, float, float]:
     """(wall time, CPU time summed over the threads, share of the wall time
-    during which every thread was running) of body(setup(i)) on nthreads
+    during which every thread was in flight: had started body and not
+    finished it) of body(setup(i)) on nthreads
     threads at once.  setup (each thread's own objects) runs before the clock
     starts; each thread reads the clocks itself, so that a main thread
     descheduled on a busy machine cannot miss the start."""
@@ -138,8 +139,8 @@ def lock_stats(space, qs, short, call: str, nthreads: int) -> dict:
     qs (lookups back to back, so that a lock is held for much of the time, as
     in the kernel's hot paths), or find() over each thread's own slice of the
     addresses, as in the table above; and together, the share of the pass
-    during which every thread ran (a thread descheduled for the length of a
-    pass sees no contention)."""
+    during which every thread was in flight (threads that never overlap, one
+    descheduled for the length of a pass, see no contention)."""
     setup, body, _ = workloads(space, qs, short)[call]
     kind = "global" if space.lock == "global" else "busy"
     before = lock_totals(space)[kind]
