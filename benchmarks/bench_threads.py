@@ -69,10 +69,10 @@ def build(lock: str, n: int, nodes: int, seed: int = 1):
 def in_threads(nthreads: int, setup, body) -> tuple[float, float, float]:
     """(wall time, CPU time summed over the threads, share of the wall time
     during which every thread was in flight: had started body and not
-    finished it) of body(setup(i)) on nthreads
-    threads at once.  setup (each thread's own objects) runs before the clock
-    starts; each thread reads the clocks itself, so that a main thread
-    descheduled on a busy machine cannot miss the start."""
+    finished it) of body(setup(i)) on nthreads threads at once.  setup (each
+    thread's own objects) runs before the clock starts; each thread reads the
+    clocks itself, so that a main thread descheduled on a busy machine cannot
+    miss the start."""
     barrier = threading.Barrier(nthreads)
     errors = []
     spans = []
