@@ -99,15 +99,6 @@ cdef inline object _index_opt(object v, str name):
     return None if v is None else _index(v, name)
 
 
-cdef inline uint64_t _u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
-    """An already-indexed int in [0, 2**64), else ValueError."""
-    cdef unsigned long long x = PyLong_AsUnsignedLongLong(v)
-    if x == 0xFFFFFFFFFFFFFFFFULL and PyErr_Occurred() != NULL:
-        PyErr_Clear()
-        raise ValueError(f"{name} must be in [0, 2**64), not {v}")
-    return x
-
-
 cdef uint64_t _long_u64(object v) except? 0xFFFFFFFFFFFFFFFF:
     """Cython's conversion of an int: it reads the digits directly, where
     PyLong_AsUnsignedLongLong() goes through a general byte conversion for
@@ -122,8 +113,9 @@ ctypedef uint64_t (*_long_u64_unchecked_f)(object) noexcept
 cdef _long_u64_unchecked_f _long_u64_unchecked = <_long_u64_unchecked_f>_long_u64
 
 
-cdef inline uint64_t _exact_u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
-    """_u64() of an exact int."""
+cdef inline uint64_t _u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """An already-indexed int (exact, as _index() returns) in [0, 2**64),
+    else ValueError."""
     cdef uint64_t x = _long_u64_unchecked(v)
     if x == 0xFFFFFFFFFFFFFFFFULL and PyErr_Occurred() != NULL:
         PyErr_Clear()                   # OverflowError: negative or >= 2**64
@@ -135,7 +127,7 @@ cdef inline uint64_t _addr_u64(object v, str name) except? 0xFFFFFFFFFFFFFFFF:
     """_u64(_index(v)): an integer in [0, 2**64) as a C word; TypeError,
     ValueError as they say."""
     if PyLong_CheckExact(v):
-        return _exact_u64(v, name)
+        return _u64(v, name)
     return _u64(_index(v, name), name)
 
 
