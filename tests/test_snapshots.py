@@ -84,8 +84,29 @@ def test_w1_concurrent_views_are_consistent(design):
     assert counts["views"] > 10 and counts["busy"] > 0, counts
 
 
+def test_areas_skips_an_area_allocated_across_its_position(impl):
+    """After areas() yielded [b, b + 2P), that area is freed and [b + P, b + 3P)
+    allocated across the walk's position b + 2P.  The next step's
+    find_vmap_area_exceed_addr() finds it (it ends above b + 2P); it was not
+    busy when the walk passed b + P, so the walk goes on past it instead of
+    yielding an area that overlaps the last one."""
+    b = 1 << 30
+    space = impl(b, b + 64 * P, nr_nodes=4, zone_size=P)
+    space.alloc_at(b, 2 * P)
+    space.alloc_at(b + 4 * P, P)
+    walk = space.areas()
+    assert spans([next(walk)]) == [(b, b + 2 * P)]
+    space.free(b)
+    space.alloc_at(b + P, 2 * P)
+    assert spans(walk) == [(b + 4 * P, b + 5 * P)]
+    # A new walk sees it, and one from inside it starts with it.
+    assert spans(space.areas()) == [(b + P, b + 3 * P), (b + 4 * P, b + 5 * P)]
+    assert spans(space.areas(b + 2 * P)) == [(b + P, b + 3 * P), (b + 4 * P, b + 5 * P)]
+
+
 def test_areas_walks_in_address_order_while_others_change_the_space():
-    """areas() is a walk, not a snapshot: each step is exact at its moment,
+    """areas() is a walk, not a snapshot: each step is exact at its moment and
+    skips an area allocated across the walk's position since the step before,
     so it yields areas in strictly increasing address order, none overlapping."""
     space = VmapSpace(1 << 30, (1 << 30) + (1 << 24), nr_nodes=8, zone_size=P)
     stop = threading.Event()

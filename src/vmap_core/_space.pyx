@@ -1022,7 +1022,9 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
     def areas(self, from_addr=0):
         """Busy areas in global address order, from the first that ends above
         from_addr (find_vmap_area_exceed_addr(), as vread_iter() walks).  Each
-        step finds its place anew, so other threads may alloc and free meanwhile.
+        step finds its place anew, so other threads may alloc and free meanwhile;
+        an area allocated across the walk's position since the previous step is
+        behind it and not yielded, so no two areas yielded overlap.
 
         Cost: O(nr_nodes log n) per step.
 
@@ -1034,9 +1036,16 @@ The vmalloc address space ``[start, end)`` (mm/vmalloc.c).
 
     def _areas_from(self, uint64_t addr):
         cdef uint64_t start, last
+        cdef uint64_t cursor = 0        # the end of the area yielded last
         cdef space_t* s = self._s()
         while space_find_exceed(s, addr, &start, &last):
-            yield _area(start, last)
+            # One that starts below the cursor was allocated across it after
+            # the last step (the area yielded then held up to the cursor):
+            # behind the walk, not yielded.  vread_iter() reads only its part
+            # above the cursor; areas() yields whole areas, never overlapping.
+            if start >= cursor:
+                yield _area(start, last)
+                cursor = last + 1
             if last == UINT64_MAX:
                 return
             addr = last + 1

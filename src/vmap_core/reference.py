@@ -765,6 +765,7 @@ class ReferenceSpace:
         return self._areas_from(self._addr(from_addr, "from_addr"))
 
     def _areas_from(self, addr: int) -> Iterator[VmapArea]:
+        cursor = 0                  # the end of the area yielded last
         while True:
             with self._mutex:       # each step under the lock, none across a yield
                 i = bisect.bisect_right(self._busy_starts, addr)
@@ -774,7 +775,9 @@ class ReferenceSpace:
                     return
                 start = self._busy_starts[i]
                 end = self._busy[start]
-            yield VmapArea(start, end)
+            if start >= cursor:     # else allocated across the cursor since: behind the walk
+                yield VmapArea(start, end)
+                cursor = end
             if end >= ADDR_LIMIT:
                 return
             addr = end
