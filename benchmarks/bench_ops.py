@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import ctypes
 import gc
 import importlib
 import importlib.machinery
@@ -337,40 +336,6 @@ def time_index_churn(remove, add, ops4):
     return perf_counter_ns() - t0
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-
-def _load_mallinfo2():
-    try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo2
-    return fn
-
-
-_mallinfo2 = _load_mallinfo2()
-
-
-def malloc_in_use():
-    """Bytes the C heap (glibc malloc, so C++ new too) has handed out, or None."""
-    if _mallinfo2 is None:
-        return None
-    mi = _mallinfo2()
-    return mi.uordblks + mi.hblkhd
-
-
-def rss_bytes():
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
-
-
 class Peer:
     """One contestant for one N."""
 
@@ -404,6 +369,7 @@ def build_alloc_peer(make, wl, trace):
     growth of the Python heap (tracemalloc, when ``trace``) and of the C heap
     (glibc mallinfo2) over the build."""
     gc.collect()
+    from vmap_core.measure import malloc_in_use     # after import_vmap_core()
     heap0 = malloc_in_use()
     if trace:
         tracemalloc.start()
@@ -430,7 +396,9 @@ def build_static(make, trace, c_heap=False):
     """Build a static peer; returns (obj, seconds, traced bytes, (C-heap bytes, method))."""
     gc.collect()
     if c_heap:
-        probe, method = (malloc_in_use, "malloc") if _mallinfo2 else (rss_bytes, "rss")
+        from vmap_core.measure import malloc_in_use, rss_bytes  # after import_vmap_core()
+        probe, method = (malloc_in_use, "malloc") if malloc_in_use() is not None else (
+            rss_bytes, "rss")
         heap0 = probe()
     if trace:
         tracemalloc.start()

@@ -32,13 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from vmap_core import VmapSpace  # noqa: E402
+from vmap_core.measure import rss_bytes  # noqa: E402
 
 PAGE = 4096
-
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
 
 
 def spread(xs, digits=1):

@@ -5,7 +5,6 @@ go back."""
 
 from __future__ import annotations
 
-import ctypes
 import random
 import threading
 import time
@@ -16,6 +15,7 @@ from hypothesis import event, given, settings, strategies as st
 from _util import P, ReferenceSpace, busy, free
 
 from vmap_core import _space
+from vmap_core.measure import malloc_in_use
 from vmap_core._testhooks import set_slab_tuning
 
 RECORD = 64
@@ -49,22 +49,7 @@ def test_big_shrink_gives_memory_back_and_regrowth_reuses_it(core, shape):
     assert s.stats()["slab_bytes"] <= peak * 1.02     # the same chunks again
 
 
-def _malloc_in_use():
-    """Bytes glibc's malloc has handed out and not had back (mallinfo2), or None."""
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-    try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = MallInfo2
-    mi = fn()
-    return mi.uordblks + mi.hblkhd
-
-
-@pytest.mark.skipif(_malloc_in_use() is None, reason="needs glibc's mallinfo2()")
+@pytest.mark.skipif(malloc_in_use() is None, reason="needs glibc's mallinfo2()")
 def test_dropped_space_gives_its_chunks_back(core):
     """Building and dropping big spaces over and over gives the C heap back
     every chunk: the bytes glibc has handed out do not grow by a space's worth
@@ -78,10 +63,10 @@ def test_dropped_space_gives_its_chunks_back(core):
         assert s.stats()["slab_bytes"] > 50_000 * RECORD
 
     build_and_drop()
-    before = _malloc_in_use()
+    before = malloc_in_use()
     for _ in range(5):
         build_and_drop()
-    assert _malloc_in_use() - before < 50_000 * RECORD      # one space's worth, not five
+    assert malloc_in_use() - before < 50_000 * RECORD      # one space's worth, not five
 
 
 SIZES = st.lists(st.integers(1, 4), min_size=150, max_size=500)

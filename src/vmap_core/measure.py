@@ -1,4 +1,5 @@
-"""How repeated measurements are summarised, in one place for every command.
+"""How repeated measurements are summarised, and the process's memory probes,
+in one place for every command, benchmark and test.
 
 A cell of an experiment runs several interleaved rounds; it reports its best
 round, keeps every round, and shows how far apart they were (``spread``).  A
@@ -12,9 +13,10 @@ Imports nothing from vmap_core.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: Rounds further apart than this (of the best) mark a cell noisy.
 NOISY_SPREAD = 0.10
@@ -76,5 +78,42 @@ def machine_name() -> str:
     return f"this machine ({what}, {n} CPU{'' if n == 1 else 's'} available)"
 
 
-__all__ = ["NOISY_SPREAD", "available_cpus", "cpu_model", "is_noisy", "machine_name", "si",
-           "spread"]
+def rss_bytes() -> int | None:
+    """This process's resident set size in bytes (/proc/self/statm), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def _load_mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+_mallinfo2 = _load_mallinfo2()
+
+
+def malloc_in_use() -> int | None:
+    """Bytes glibc's malloc (so C++ new too) has handed out and not had back,
+    mapped blocks included (mallinfo2()), or None without glibc.  Unlike the
+    RSS, it does not count what the allocator keeps free for reuse."""
+    if _mallinfo2 is None:
+        return None
+    mi = _mallinfo2()
+    return int(mi.uordblks + mi.hblkhd)
+
+
+__all__ = ["NOISY_SPREAD", "available_cpus", "cpu_model", "is_noisy", "machine_name",
+           "malloc_in_use", "rss_bytes", "si", "spread"]
