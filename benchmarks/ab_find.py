@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from time import perf_counter_ns
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -79,13 +78,6 @@ def query_sets(wl, rng, n_queries, hot_fractions):
     return sets
 
 
-def time_find(f, qs):
-    t0 = perf_counter_ns()
-    for a in qs:
-        f(a)
-    return (perf_counter_ns() - t0) / max(1, len(qs))
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("builds", nargs="+", help="compiled vmap_core._space files")
@@ -123,7 +115,7 @@ def main(argv=None):
             for _ in range(args.rounds):
                 for cname, sp, qs in cells:
                     for tag in mods:
-                        ns[cname, tag].append(time_find(sp[tag].find, qs))
+                        ns[cname, tag].append(B.time_find(sp[tag].find, qs) / max(1, len(qs)))
         finally:
             gc.enable()
     print(f"N = {args.size:,}; {args.queries:,} queries per set; lock 'node', 2 nodes; best of "
