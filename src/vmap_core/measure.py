@@ -13,10 +13,11 @@ Imports nothing from vmap_core.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import platform
 from collections.abc import Callable, Sequence
+from typing import Any
 
 #: Rounds further apart than this (of the best) mark a cell noisy.
 NOISY_SPREAD = 0.10
@@ -87,31 +88,32 @@ def rss_bytes() -> int | None:
         return None
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
+@functools.cache
+def _mallinfo2() -> Callable[[], Any] | None:
+    """glibc's mallinfo2(), or None; loaded on first use, so that importing
+    this module (every command does) costs no ctypes."""
+    import ctypes
 
-
-def _load_mallinfo2() -> Callable[[], _MallInfo2] | None:
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
     try:
         fn = ctypes.CDLL(None).mallinfo2
     except (OSError, AttributeError):
         return None
-    fn.restype = _MallInfo2
+    fn.restype = MallInfo2
     return fn
-
-
-_mallinfo2 = _load_mallinfo2()
 
 
 def malloc_in_use() -> int | None:
     """Bytes glibc's malloc (so C++ new too) has handed out and not had back,
     mapped blocks included (mallinfo2()), or None without glibc.  Unlike the
     RSS, it does not count what the allocator keeps free for reuse."""
-    if _mallinfo2 is None:
+    fn = _mallinfo2()
+    if fn is None:
         return None
-    mi = _mallinfo2()
+    mi = fn()
     return int(mi.uordblks + mi.hblkhd)
 
 
