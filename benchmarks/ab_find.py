@@ -40,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_lookup as L  # noqa: E402
 import bench_ops as B  # noqa: E402
 
 ZONE_SHIFT = 16         # vmap_zone_size: 16 pages of 4 KiB
@@ -61,14 +62,11 @@ def load_builds(paths, tmp):
 
 
 def query_sets(wl, rng, n_queries, hot_fractions):
-    import bench_lookup as L
     sets = {k: v for k, v in L.query_sets(wl, rng, n_queries).items()
             if k in ("uniform", "sequential")}
     live = list(zip(wl.live_starts, wl.live_ends))
     for f in hot_fractions:
-        hot = rng.sample(live, max(1, int(len(live) * f)))
-        picks = (rng.choice(hot) for _ in range(n_queries))
-        drawn = [(s, s + rng.randrange(e - s)) for s, e in picks]
+        drawn = L.hot_draws(live, rng, max(1, int(len(live) * f)), n_queries)
         same = [a for s, a in drawn if s >> ZONE_SHIFT == a >> ZONE_SHIFT]
         cross = [a for s, a in drawn if s >> ZONE_SHIFT != a >> ZONE_SHIFT]
         sets[f"hot {f:g}"] = [a for _, a in drawn]
@@ -91,10 +89,10 @@ def main(argv=None):
     _, _, where, note = B.import_vmap_core()    # the package the builds import from
     if note:
         raise SystemExit(note)
-    import bench_lookup as L
     wl = B.Workload(args.size, args.seed, args.queries)
     sets = query_sets(wl, random.Random(args.seed), args.queries,
                       [float(f) for f in args.hot.split(",")])
+    want = {name: L.truth(wl, qs) for name, qs in sets.items()}
     tiny_qs = [B.SPACE_START + a % 4096 for a in sets["uniform"]]
     with tempfile.TemporaryDirectory() as tmp:
         mods = load_builds(args.builds, tmp)
@@ -106,8 +104,8 @@ def main(argv=None):
             t.alloc(4096)
             for name, qs in sets.items():
                 got = sum(spaces[tag].find(a) is not None for a in qs)
-                if got != L.truth(wl, qs):
-                    raise AssertionError(f"{tag}: {name}: {got} hits, want {L.truth(wl, qs)}")
+                if got != want[name]:
+                    raise AssertionError(f"{tag}: {name}: {got} hits, want {want[name]}")
         cells = [("one area", tiny, tiny_qs)] + [(name, spaces, qs) for name, qs in sets.items()
                                                  if qs]          # a tiny hot set may cross no zone
         ns = {(c, tag): [] for c, _, _ in cells for tag in mods}

@@ -68,13 +68,20 @@ def holes_of(live):
     return holes
 
 
+def hot_draws(live, rng, k, n_queries):
+    """A hot set of k of the (start, end) areas in live, and n_queries random
+    picks in it: (the picked area's start, an address at a random offset in it)."""
+    hot = rng.sample(live, k)
+    return [(s, s + rng.randrange(e - s)) for s, e in (rng.choice(hot) for _ in range(n_queries))]
+
+
 def query_sets(wl, rng, n_queries):
     live = list(zip(wl.live_starts, wl.live_ends))
-    hot = rng.sample(live, max(1, len(live) // 100))
+    hot = [a for _, a in hot_draws(live, rng, max(1, len(live) // 100), n_queries)]
     holes = holes_of(live)
     return {
         "uniform": wl.queries[:n_queries],
-        "hot": [s + rng.randrange(e - s) for s, e in (rng.choice(hot) for _ in range(n_queries))],
+        "hot": hot,
         "sequential": [s + rng.randrange(e - s) for s, e in live[:n_queries]],
         "misses": [s + rng.randrange(e - s) for s, e in (rng.choice(holes) for _ in range(n_queries))],
     }
