@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import sysconfig
 import threading
@@ -234,15 +235,16 @@ def main() -> None:
     cells = [(call, lock, nt) for call in ("find_many", "find") for lock in ("global", "node")
              if lock in spaces for nt in (1, 2, 4)]
     passes: dict[tuple, list[dict]] = {c: [] for c in cells}
+    shorts = {lock: qs[:args.finds].tolist() for lock, (_, qs) in spaces.items()}
     for _ in range(args.rounds):
         for call, lock, nt in cells:
             space, qs = spaces[lock]
-            passes[call, lock, nt].append(lock_stats(space, qs, qs[:args.finds].tolist(), call, nt))
+            passes[call, lock, nt].append(lock_stats(space, qs, shorts[lock], call, nt))
     for call, lock, nt in cells:
         ps = passes[call, lock, nt]
         acq, cont, wait = (sum(p[k] for p in ps) for k in ("acquisitions", "contended", "wait_ns"))
         shares = [100 * p["contended"] / p["acquisitions"] for p in ps if p["acquisitions"]]
-        together = sorted(p["together"] for p in ps)[len(ps) // 2]
+        together = statistics.median(p["together"] for p in ps)
         contention.append({"call": call, "lock": lock, "threads": nt, "acquisitions": acq,
                            "contended": cont, "wait_ns": wait, "passes": ps})
         stats_table.add_row(call, lock, str(nt), str(acq),
