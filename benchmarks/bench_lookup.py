@@ -34,7 +34,8 @@ vmap_core only, on bench_ops.py's workload:
 * find_many per lock design: ns per address, batched (several descents in
   flight) and one descent at a time (``_find_many_serial``).
 
-Best of ``--rounds`` interleaved rounds; spread = worst / best round.
+Best of ``--rounds`` interleaved rounds, each timed pass after an untimed one
+over the same queries (``--cold``: without it); spread = worst / best round.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def static_peers(wl, slow_find_factor):
     return peers
 
 
-def find_table(title, wl, peers, sets, rounds):
+def find_table(title, wl, peers, sets, rounds, warm):
     """Check every peer's hits on every set, time them in interleaved rounds,
     print the table; returns {peer: {set: {ns, spread, ratio}}}."""
     for name, (f, hit, factor) in peers.items():
@@ -191,7 +192,7 @@ def find_table(title, wl, peers, sets, rounds):
             for name in names:
                 f, _, factor = peers[name]
                 q = qs[:max(1, len(qs) // factor)]
-                times[name, sname].append(B.time_find(f, q) / len(q))
+                times[name, sname].append(B.time_find(f, q, warm) / len(q))
     gc.enable()
     out = {}
     print(f"\nfind, {title}: ns per call (ratio = peer / vmap_core; spread)")
@@ -244,6 +245,9 @@ def main(argv=None):
     ap.add_argument("--no-kernel-mix", dest="kernel_mix", action="store_false",
                     help="skip the find table on the kernel's size mix")
     ap.add_argument("--quick", action="store_true", help="N = 1e4, 20000 queries, 2 rounds")
+    ap.add_argument("--cold", dest="warm", action="store_false",
+                    help="no untimed pass before each timed one: each pass starts with what "
+                         "the peer timed before it left in the caches")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.queries, args.rounds = 10**4, 20_000, 2
@@ -256,7 +260,9 @@ def main(argv=None):
     rng = random.Random(args.seed)
     sets = query_sets(wl, rng, args.queries)
     print(f"N = {n:,} live areas; {args.queries:,} queries per set; best of {args.rounds} "
-          f"interleaved rounds (spread = worst / best); vmap_core from {where}")
+          f"interleaved rounds (spread = worst / best); each timed pass "
+          + ("after an untimed one over the same queries" if args.warm else
+             "right after the previous peer's (--cold)") + f"; vmap_core from {where}")
 
     # -- find: every peer, every set, on each workload ---------------------------
     peers = {}
@@ -272,9 +278,9 @@ def main(argv=None):
     missing = [p for p in ("sortedcontainers", "superintervals", "intervaltree") if p not in peers]
     if missing:
         print(f"skipped (not installed; pip install .[bench]): {', '.join(missing)}")
-    result = {"n": n, "queries": args.queries, "rounds": args.rounds}
+    result = {"n": n, "queries": args.queries, "rounds": args.rounds, "warm": args.warm}
     result["find"] = find_table("bench_ops.py's workload (1..16 pages)", wl, peers, sets,
-                                args.rounds)
+                                args.rounds, args.warm)
     peers.clear()
     if args.kernel_mix:
         km = KernelMix(VmapSpace, n, args.seed, args.queries)
@@ -291,7 +297,7 @@ def main(argv=None):
         ksets = query_sets(km, random.Random(args.seed), args.queries)
         result["find_kernel_mix"] = find_table(
             "the kernel's mix (a vmallocinfo dump's sizes, stacks 16 KiB-aligned)",
-            km, peers, ksets, args.rounds)
+            km, peers, ksets, args.rounds, args.warm)
         peers.clear()
         del km
 
@@ -310,7 +316,7 @@ def main(argv=None):
     gc.disable()
     for r in range(args.rounds):
         for k, sp in walks.items():
-            mt[k].append(B.time_find(sp.find, misses) / len(misses))
+            mt[k].append(B.time_find(sp.find, misses, args.warm) / len(misses))
     gc.enable()
     print("\nmisses (addresses in holes), ns per find()")
     result["misses"] = {}
@@ -338,12 +344,12 @@ def main(argv=None):
     for r in range(args.rounds):
         for lock, sp in spaces.items():
             out = outs[lock]
-            t0 = perf_counter_ns()
-            sp.find_many(qa, out)
-            fm[lock, "batched"].append((perf_counter_ns() - t0) / len(qa))
-            t0 = perf_counter_ns()
-            sp._find_many_serial(qa, out)
-            fm[lock, "serial"].append((perf_counter_ns() - t0) / len(qa))
+            for kind, run in (("batched", sp.find_many), ("serial", sp._find_many_serial)):
+                if args.warm:
+                    run(qa, out)
+                t0 = perf_counter_ns()
+                run(qa, out)
+                fm[lock, kind].append((perf_counter_ns() - t0) / len(qa))
     gc.enable()
     print("\nfind_many, uniform queries, ns per address (nr_nodes=2)")
     result["find_many"] = {}

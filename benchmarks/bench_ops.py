@@ -313,7 +313,14 @@ def simulate_churn(alloc_space, live_starts, live_sizes, n_ops, rng):
 # --------------------------------------------------------------------------
 # Timing loops (the same code object for every peer)
 # --------------------------------------------------------------------------
-def time_find(f, qs):
+def time_find(f, qs, warm=True):
+    """ns for one pass of f over qs, the loop every peer runs.  warm: after
+    an untimed pass over the same queries, so that f is timed with its own
+    working set in the caches, not with what the peer timed before it left
+    there (that cold start is a fixed cost per pass: it would weigh more the
+    shorter the pass, that is the faster the peer)."""
+    if warm:
+        time_find(f, qs, False)
     t0 = perf_counter_ns()
     for a in qs:
         f(a)
@@ -695,6 +702,7 @@ def render(result, console):
         "ratio = peer ns/op / vmap_core ns/op (bigger = vmap_core faster); "
         f"best of {result['rounds']} interleaved rounds",
         f"find: {result['queries']:,} queries/round" + (f" ({fq})" if fq else "")
+        + " (each timed pass after an untimed one)"
         + f"; churn = free+alloc pair, {result['churn_ops']:,} pairs/round"
         + (f" ({cq})" if cq else ""),
         "* intervaltree churn = busy-index update only (removei + addi), no allocation; "
