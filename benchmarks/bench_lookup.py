@@ -202,31 +202,26 @@ def find_table(title, wl, peers, sets, rounds, warm):
         for sname in sets:
             b, sp = best_spread(times[name, sname])
             ratio = b / best_spread(times["vmap_core", sname])[0]
+            # The ratio of two bests may pair rounds from different phases of a
+            # shared machine; each round's own ratio (the peers ran back to
+            # back) shows how far the ratio itself moved during the run.
+            rs = [p / v for p, v in zip(times[name, sname], times["vmap_core", sname])]
             row += f"{b:12.0f} {ratio:6.2f}x ±{sp - 1:5.0%}"
-            out.setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio}
+            out.setdefault(name, {})[sname] = {"ns": b, "spread": sp, "ratio": ratio,
+                                               "ratio_rounds": [min(rs), max(rs)]}
         print(row)
-    # The ratio of two bests may pair rounds from different phases of a shared
-    # machine; each round's own ratio (the peers ran back to back) shows how
-    # far the ratio itself moved during the run.
     print("each round's own ratio to vmap_core, lowest-highest:")
     for name in peers:
         if name != "vmap_core":
-            print(f"{name:18}" + "".join(f"{_round_ratio_range(times, name, s, out):>26}"
-                                         for s in sets))
+            print(f"{name:18}" + "".join(
+                "{:>26}".format("{:.1f}-{:.1f}x".format(*out[name][s]["ratio_rounds"]))
+                for s in sets))
     one = "vmap_core 1 node"
     if one in out:
         print(f"ratios against {one} ({', '.join(sets)}): " + "; ".join(
             f"{name} " + " ".join(f"{out[name][s]['ns'] / out[one][s]['ns']:.2f}x" for s in sets)
             for name in peers if not name.startswith("vmap_core")))
     return out
-
-
-def _round_ratio_range(times, name, sname, out):
-    """The lowest and highest of one peer's per-round ratios to vmap_core on
-    one set (kept in out as ratio_rounds), as text."""
-    rs = [p / v for p, v in zip(times[name, sname], times["vmap_core", sname])]
-    out[name][sname]["ratio_rounds"] = [min(rs), max(rs)]
-    return f"{min(rs):.1f}-{max(rs):.1f}x"
 
 
 def best_spread(xs):

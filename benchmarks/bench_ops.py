@@ -317,8 +317,8 @@ def time_find(f, qs, warm=True):
     """ns for one pass of f over qs, the loop every peer runs.  warm: after
     an untimed pass over the same queries, so that f is timed with its own
     working set in the caches, not with what the peer timed before it left
-    there (that cold start is a fixed cost per pass: it would weigh more the
-    shorter the pass, that is the faster the peer)."""
+    there: that cold start is a cost per pass, not per query, so it would
+    weigh more the shorter the pass, that is the faster the peer."""
     if warm:
         time_find(f, qs, False)
     t0 = perf_counter_ns()
