@@ -553,7 +553,7 @@ def run_size(n, args, mods, log):
         p.find_q = max(1, len(qs_all) // p.find_factor)
         qs = qs_all[:p.find_q]
         hit = p.hit
-        got = sum(1 for a in qs if hit(p.find(a)))            # untimed: check + warm-up
+        got = sum(1 for a in qs if hit(p.find(a)))            # untimed: the hit check
         expect = wl.expected_hits(p.find_q)
         if got != expect:
             raise AssertionError(f"{p.name}: find hit {got} of {p.find_q}, expected {expect}")
